@@ -1,0 +1,321 @@
+//! Account domain types: usernames, emails and passwords, parsed once at the boundary.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{error::ApiError, extract::JsonObject, tasks::domain::rfc3339_millis};
+
+/// 3–32 characters of letters, digits, `_`, `.` and `-`; unique ignoring case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        let length = raw.chars().count();
+        if !(3..=32).contains(&length) {
+            return Err("must be 3 to 32 characters".into());
+        }
+        if !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return Err("may contain only letters, digits, _, . and -".into());
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A syntactically valid address, trimmed and lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        const INVALID: &str = "must be a valid email address";
+        let email = raw.trim().to_lowercase();
+        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(INVALID.into());
+        }
+        let Some((local, domain)) = email.rsplit_once('@') else {
+            return Err(INVALID.into());
+        };
+        let domain_ok = domain.len() <= 253
+            && domain.contains('.')
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && !local.contains('@')
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && !local.contains(['(', ')', ',', ':', ';', '<', '>', '[', ']', '\\', '"']);
+        if domain_ok && local_ok {
+            Ok(Self(email))
+        } else {
+            Err(INVALID.into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password of 8–72 bytes (bcrypt reads at most 72). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+pub const PASSWORD_MIN_BYTES: usize = 8;
+pub const PASSWORD_MAX_BYTES: usize = 72;
+
+impl Password {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        match raw.len() {
+            n if n < PASSWORD_MIN_BYTES => {
+                Err(format!("must be at least {PASSWORD_MIN_BYTES} bytes"))
+            }
+            n if n > PASSWORD_MAX_BYTES => Err(format!(
+                "must be at most {PASSWORD_MAX_BYTES} bytes (bcrypt ignores the rest, so longer passwords are refused)"
+            )),
+            _ => Ok(Self(raw)),
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// A validated sign-up.
+#[derive(Debug)]
+pub struct Signup {
+    pub username: Username,
+    pub email: Email,
+    pub password: Password,
+}
+
+impl Signup {
+    pub fn from_json(mut body: JsonObject) -> Result<Self, ApiError> {
+        let username = body.string("username", Username::parse);
+        let username = body.required("username", username);
+        let email = body.string("email", Email::parse);
+        let email = body.required("email", email);
+        let password = body.string("password", Password::parse);
+        let password = body.required("password", password);
+        let confirm = body.string("confirm_password", Ok);
+        let confirm = body.required("confirm_password", confirm);
+        if let (Some(password), Some(confirm)) = (&password, &confirm)
+            && password.expose() != confirm
+        {
+            body.reject("confirm_password", "must equal password");
+        }
+        body.finish((|| {
+            Some(Self {
+                username: username?,
+                email: email?,
+                password: password?,
+            })
+        })())
+    }
+}
+
+/// Who is logging in: a `username` containing `@` is read as an email.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginId {
+    Username(String),
+    Email(String),
+}
+
+/// A login attempt. The password is not checked against the sign-up rules: a wrong one is
+/// simply a 401, like an unknown user.
+#[derive(Debug)]
+pub struct Login {
+    pub id: LoginId,
+    pub password: String,
+}
+
+/// Form fields that OAuth2 password-grant clients (Swagger UI among them) send besides
+/// `username` and `password`.
+const OAUTH2_FORM_FIELDS: [&str; 4] = ["grant_type", "scope", "client_id", "client_secret"];
+
+impl Login {
+    pub fn from_body(mut body: JsonObject, is_form: bool) -> Result<Self, ApiError> {
+        if is_form {
+            if let crate::extract::Field::Present(grant) = body.string("grant_type", Ok)
+                && grant != "password"
+            {
+                body.reject("grant_type", "must be password");
+            }
+            for name in &OAUTH2_FORM_FIELDS[1..] {
+                let _ = body.string(name, Ok);
+            }
+        }
+        let non_empty = |text: String| {
+            let text = text.trim().to_owned();
+            if text.is_empty() {
+                Err("must not be empty".to_owned())
+            } else {
+                Ok(text)
+            }
+        };
+        let username = body.string("username", non_empty);
+        let username = body.optional("username", username);
+        let email = body.string("email", non_empty);
+        let email = body.optional("email", email);
+        let password = body.string("password", |text| {
+            if text.is_empty() {
+                Err("must not be empty".to_owned())
+            } else {
+                Ok(text)
+            }
+        });
+        let password = body.required("password", password);
+        let id = match (username, email) {
+            (Some(Some(_)), Some(Some(_))) => {
+                body.reject("email", "give either username or email, not both");
+                None
+            }
+            (Some(None), Some(None)) => {
+                body.reject("username", "username or email is required");
+                None
+            }
+            (Some(Some(name)), Some(None)) if name.contains('@') => {
+                Some(LoginId::Email(name.to_lowercase()))
+            }
+            (Some(Some(name)), Some(None)) => Some(LoginId::Username(name)),
+            (Some(None), Some(Some(email))) => Some(LoginId::Email(email.to_lowercase())),
+            _ => None,
+        };
+        body.finish((|| {
+            Some(Self {
+                id: id?,
+                password: password?,
+            })
+        })())
+    }
+}
+
+/// A local account, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    #[serde(serialize_with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-18T09:30:00.123Z")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A local account with its password hash, for login only. Never serialised.
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// The body of `POST /api/auth/signup`.
+#[derive(ToSchema)]
+#[schema(example = json!({"username": "alice", "email": "alice@example.com", "password": "correct horse", "confirm_password": "correct horse"}))]
+#[allow(dead_code)]
+pub struct SignupRequest {
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]{3,32}$")]
+    username: String,
+    #[schema(format = "email", max_length = 254)]
+    email: String,
+    /// 8–72 bytes.
+    #[schema(min_length = 8, max_length = 72, format = Password)]
+    password: String,
+    #[schema(min_length = 8, max_length = 72, format = Password)]
+    confirm_password: String,
+}
+
+/// The JSON body of `POST /api/auth/login`: `username` or `email`, and `password`. The
+/// same fields are accepted as an `application/x-www-form-urlencoded` form.
+#[derive(ToSchema)]
+#[schema(example = json!({"username": "alice", "password": "correct horse"}))]
+#[allow(dead_code)]
+pub struct LoginRequest {
+    /// A username, or an email (a value containing `@` is read as one).
+    username: Option<String>,
+    email: Option<String>,
+    #[schema(format = Password)]
+    password: String,
+}
+
+/// What signup and login return.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthResponse {
+    pub user: User,
+    /// An HS256 JWT for `Authorization: Bearer …`.
+    pub access_token: String,
+    #[schema(example = "bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    #[schema(example = 86400)]
+    pub expires_in: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_contract() {
+        for ok in ["abc", "Alice_01", "a.b-c", &"x".repeat(32)] {
+            assert!(Username::parse(ok.into()).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "with space", "ünï", "a@b", &"x".repeat(33), ""] {
+            assert!(Username::parse(bad.into()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_are_lower_cased_and_checked() {
+        assert_eq!(
+            Email::parse(" Alice@Example.COM ".into()).unwrap().as_str(),
+            "alice@example.com"
+        );
+        for bad in [
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@@b.com",
+            "a@-b.com",
+        ] {
+            assert!(Email::parse(bad.into()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_bounded_in_bytes_and_never_printed() {
+        assert!(Password::parse("1234567".into()).is_err());
+        assert!(Password::parse("12345678".into()).is_ok());
+        assert!(Password::parse("é".repeat(36)).is_ok());
+        assert!(Password::parse("é".repeat(37)).is_err());
+        let password = Password::parse("secret-password".into()).unwrap();
+        assert!(!format!("{password:?}").contains("secret"));
+    }
+}

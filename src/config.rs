@@ -1,0 +1,337 @@
+//! Typed settings, read once at start-up from the environment (and `.env`).
+//!
+//! Every variable is listed in the README's configuration table. A bad value is reported with
+//! the variable's name and the reason, and the process exits before it listens. Secret values
+//! are never echoed back.
+
+use std::{fmt, net::IpAddr, time::Duration};
+
+/// Which database a `DATABASE_URL` points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret that never shows up in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything the service can be configured with. Tests build it with [`Settings::new`] and
+/// adjust fields; the binary uses [`Settings::from_env`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub host: IpAddr,
+    pub port: u16,
+    /// Connection URL; may carry a password, so it is wrapped.
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    /// How long a request waits for a database connection before it gets a 503.
+    pub database_acquire_timeout: Duration,
+    /// `None`: a random per-process secret is generated (development only).
+    pub jwt_secret: Option<Secret>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub token_ttl: Duration,
+    pub bcrypt_cost: u32,
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://todo.db";
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A configuration problem: which variable, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            variable,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Settings {
+    /// The documented defaults, on the given database.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            app_env: AppEnv::Development,
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            database_url: Secret::new(database_url),
+            database_max_connections: 10,
+            database_acquire_timeout: Duration::from_secs(5),
+            jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            token_ttl: Duration::from_secs(24 * 60 * 60),
+            bcrypt_cost: 12,
+            cors_origins: Vec::new(),
+            max_body_bytes: 128 * 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so that parsing can be tested without touching the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let mut settings =
+            Self::new(get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()));
+        database_kind(settings.database_url.expose())?;
+
+        if let Some(value) = get("APP_ENV") {
+            settings.app_env = match value.trim().to_ascii_lowercase().as_str() {
+                "development" | "dev" => AppEnv::Development,
+                "production" | "prod" => AppEnv::Production,
+                _ => {
+                    return Err(ConfigError::new(
+                        "APP_ENV",
+                        "must be development or production",
+                    ));
+                }
+            };
+        }
+        if let Some(value) = get("HOST") {
+            settings.host = value.trim().parse().map_err(|_| {
+                ConfigError::new("HOST", "must be an IP address such as 127.0.0.1 or 0.0.0.0")
+            })?;
+        }
+        if let Some(value) = get("PORT") {
+            settings.port = parse_in_range("PORT", &value, 0, u16::MAX as u64)? as u16;
+        }
+        if let Some(value) = get("DATABASE_MAX_CONNECTIONS") {
+            settings.database_max_connections =
+                parse_in_range("DATABASE_MAX_CONNECTIONS", &value, 1, 1000)? as u32;
+        }
+        if let Some(value) = get("DATABASE_ACQUIRE_TIMEOUT_SECONDS") {
+            settings.database_acquire_timeout = Duration::from_secs(parse_in_range(
+                "DATABASE_ACQUIRE_TIMEOUT_SECONDS",
+                &value,
+                1,
+                300,
+            )?);
+        }
+        if let Some(value) = lookup("BETTER_AUTH_SECRET").filter(|v| !v.is_empty()) {
+            if value.len() < MIN_SECRET_BYTES {
+                return Err(ConfigError::new(
+                    "BETTER_AUTH_SECRET",
+                    format!(
+                        "must be at least {MIN_SECRET_BYTES} bytes long (it is {}); generate one with `openssl rand -base64 32`",
+                        value.len()
+                    ),
+                ));
+            }
+            settings.jwt_secret = Some(Secret::new(value));
+        } else if settings.app_env == AppEnv::Production {
+            return Err(ConfigError::new(
+                "BETTER_AUTH_SECRET",
+                "must be set when APP_ENV=production",
+            ));
+        }
+        settings.jwt_issuer = get("JWT_ISSUER").map(|v| v.trim().to_owned());
+        settings.jwt_audience = get("JWT_AUDIENCE").map(|v| v.trim().to_owned());
+        if let Some(value) = get("JWT_EXPIRES_IN_SECONDS") {
+            settings.token_ttl = Duration::from_secs(parse_in_range(
+                "JWT_EXPIRES_IN_SECONDS",
+                &value,
+                60,
+                30 * 24 * 60 * 60,
+            )?);
+        }
+        if let Some(value) = get("BCRYPT_COST") {
+            settings.bcrypt_cost = parse_in_range("BCRYPT_COST", &value, 4, 31)? as u32;
+        }
+        if let Some(value) = get("CORS_ORIGINS") {
+            settings.cors_origins = parse_origins(&value)?;
+        }
+        if let Some(value) = get("MAX_BODY_BYTES") {
+            settings.max_body_bytes =
+                parse_in_range("MAX_BODY_BYTES", &value, 1024, 16 * 1024 * 1024)? as usize;
+        }
+        if let Some(value) = get("LOG_FORMAT") {
+            settings.log_format = match value.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(ConfigError::new("LOG_FORMAT", "must be text or json")),
+            };
+        }
+        Ok(settings)
+    }
+
+    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        database_kind(self.database_url.expose())
+    }
+}
+
+fn database_kind(url: &str) -> Result<DatabaseKind, ConfigError> {
+    if url.starts_with("sqlite:") {
+        Ok(DatabaseKind::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(DatabaseKind::Postgres)
+    } else {
+        Err(ConfigError::new(
+            "DATABASE_URL",
+            "must start with sqlite:, postgres:// or postgresql://",
+        ))
+    }
+}
+
+fn parse_in_range(
+    variable: &'static str,
+    value: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            ConfigError::new(
+                variable,
+                format!("must be a whole number from {min} to {max}"),
+            )
+        })
+}
+
+fn parse_origins(value: &str) -> Result<Vec<String>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let valid = origin == "*"
+                || url::Url::parse(origin)
+                    .map(|url| {
+                        matches!(url.scheme(), "http" | "https")
+                            && url.host().is_some()
+                            && url.origin().ascii_serialization() == origin.trim_end_matches('/')
+                    })
+                    .unwrap_or(false);
+            if valid {
+                Ok(origin.trim_end_matches('/').to_owned())
+            } else {
+                Err(ConfigError::new(
+                    "CORS_ORIGINS",
+                    format!("{origin:?} is not an origin such as https://app.example.com"),
+                ))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn no_variables_give_the_documented_defaults() {
+        let settings = parse(&[]).unwrap();
+        assert_eq!(settings.port, 8000);
+        assert_eq!(settings.host.to_string(), "127.0.0.1");
+        assert_eq!(settings.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(settings.database_kind().unwrap(), DatabaseKind::Sqlite);
+        assert!(settings.jwt_secret.is_none());
+        assert_eq!(settings.bcrypt_cost, 12);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (name, value) in [
+            ("PORT", "eighty"),
+            ("PORT", "70000"),
+            ("HOST", "localhost:80"),
+            ("DATABASE_URL", "mysql://x"),
+            ("APP_ENV", "staging"),
+            ("BETTER_AUTH_SECRET", "too-short"),
+            ("BCRYPT_COST", "3"),
+            ("CORS_ORIGINS", "not a url"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let error = parse(&[(name, value)]).unwrap_err();
+            assert_eq!(error.variable, name, "{name}={value}");
+            assert!(error.to_string().contains(name));
+        }
+    }
+
+    #[test]
+    fn a_short_secret_is_not_echoed_in_the_error() {
+        let error = parse(&[("BETTER_AUTH_SECRET", "hunter2-secret")]).unwrap_err();
+        assert!(!error.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn production_requires_a_secret() {
+        let error = parse(&[("APP_ENV", "production")]).unwrap_err();
+        assert_eq!(error.variable, "BETTER_AUTH_SECRET");
+        let secret = "x".repeat(32);
+        assert!(parse(&[("APP_ENV", "production"), ("BETTER_AUTH_SECRET", &secret)]).is_ok());
+    }
+
+    #[test]
+    fn cors_origins_are_split_and_checked() {
+        let settings = parse(&[(
+            "CORS_ORIGINS",
+            "http://localhost:3000, https://app.example.com/",
+        )])
+        .unwrap();
+        assert_eq!(
+            settings.cors_origins,
+            ["http://localhost:3000", "https://app.example.com"]
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! A multi-user Todo REST API: sign-up, login and strictly per-user tasks over HTTP,
+//! stored in SQLite (the default) or PostgreSQL.
+
+/// Application builder, router, middleware and graceful shutdown.
+pub mod app;
+/// The `/api/auth` routes, tokens, password hashing and the authentication extractors.
+pub mod auth;
+/// Typed settings read once from the environment.
+pub mod config;
+/// The one error type, rendered as an RFC 9457 problem document.
+pub mod error;
+/// Request extractors that turn malformed input into our problem documents.
+pub mod extract;
+/// The OpenAPI document and Swagger UI.
+pub mod openapi;
+/// Liveness and readiness probes.
+pub mod ops;
+/// The narrow storage interface and its SQLite and PostgreSQL implementations.
+pub mod storage;
+/// The `/api/{user_id}/tasks` routes, task domain types and the task-change seam.
+pub mod tasks;
+/// Logging set-up.
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Settings;

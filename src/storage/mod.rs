@@ -1,0 +1,186 @@
+//! The narrow storage interface the handlers see, and one implementation per database.
+//!
+//! Every task statement filters on the owner (`WHERE user_id = … AND id = …`), so isolation
+//! between users is enforced by the query itself, not only by the path check in front of it.
+//! Driver errors never leave this module: they become a [`StoreError`].
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    auth::domain::{Email, LoginId, User, UserCredentials, Username},
+    config::{DatabaseKind, Settings},
+    tasks::domain::{ListQuery, SortBy, SortOrder, Task, TaskChange},
+};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now (a 503, not a 500).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A unique constraint refused the write.
+    #[error("unique constraint violated")]
+    Conflict,
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+                Self::Unavailable(error)
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(error),
+            _ => Self::Other(error.into()),
+        }
+    }
+}
+
+/// Database error codes that mean "not now" rather than "never": SQLite's busy and locked,
+/// PostgreSQL's connection exceptions (class 08), shutdown and start-up (57P0x).
+fn is_transient(code: Option<&str>) -> bool {
+    code.is_some_and(|code| {
+        matches!(code, "5" | "6" | "261" | "517")
+            || code.starts_with("08")
+            || code.starts_with("57P0")
+    })
+}
+
+/// Which of a sign-up's unique values are already in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub username: bool,
+    pub email: bool,
+}
+
+/// What the service needs from a database, and nothing more.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Which of `username` (ignoring case) and `email` already belong to an account.
+    async fn taken(&self, username: &Username, email: &Email) -> Result<Taken, StoreError>;
+    /// Stores a new account; [`StoreError::Conflict`] when the username or email is taken.
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
+    async fn find_credentials(
+        &self,
+        login: &LoginId,
+    ) -> Result<Option<UserCredentials>, StoreError>;
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+
+    async fn insert_task(&self, task: &Task) -> Result<(), StoreError>;
+    /// One page of the owner's tasks, and how many match in all.
+    async fn list_tasks(
+        &self,
+        owner: &str,
+        query: &ListQuery,
+    ) -> Result<(Vec<Task>, u64), StoreError>;
+    async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
+    /// Applies `change` in one statement; `updated_at` becomes `now`, or just after the
+    /// previous value if the clock has not moved, so every change is visible in it.
+    async fn update_task(
+        &self,
+        owner: &str,
+        id: Uuid,
+        change: &TaskChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Task>, StoreError>;
+    /// Deletes and returns the task.
+    async fn delete_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
+
+    /// Closes the connection pool, waiting for connections in use to come back.
+    async fn close(&self);
+}
+
+/// Connects to the database `settings` names and applies pending migrations.
+pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match settings.database_kind()? {
+        DatabaseKind::Sqlite => Arc::new(SqliteStore::connect(settings).await?),
+        DatabaseKind::Postgres => Arc::new(PostgresStore::connect(settings).await?),
+    };
+    Ok(store)
+}
+
+/// The `ORDER BY` clause for a listing, from a fixed set: sort columns never come from input.
+/// `title_key` is the backend's case-insensitive title expression.
+fn order_by(sort_by: SortBy, order: SortOrder, title_key: &'static str) -> String {
+    let column = match sort_by {
+        SortBy::CreatedAt => "created_at",
+        SortBy::UpdatedAt => "updated_at",
+        SortBy::Title => title_key,
+        SortBy::Completed => "completed",
+    };
+    let direction = match order {
+        SortOrder::Asc => "ASC",
+        SortOrder::Desc => "DESC",
+    };
+    format!(" ORDER BY {column} {direction}, id {direction}")
+}
+
+/// The columns of a task, in the order the row types read them; a macro so that it can be
+/// `concat!`ed into static SQL.
+macro_rules! task_columns {
+    () => {
+        "id, user_id, title, description, completed, created_at, updated_at"
+    };
+}
+use task_columns;
+
+/// Builds the page query and the count query of a listing. Both backends share the SQL;
+/// only the placeholders (which the builder writes) and the title sort key differ. Every
+/// value is bound; the only text spliced in comes from [`order_by`]'s fixed set.
+fn listing_queries<'q, DB>(
+    owner: &str,
+    query: &ListQuery,
+    title_key: &'static str,
+) -> (sqlx::QueryBuilder<'q, DB>, sqlx::QueryBuilder<'q, DB>)
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let filters = |builder: &mut sqlx::QueryBuilder<'q, DB>| {
+        builder.push(" FROM tasks WHERE user_id = ");
+        builder.push_bind(owner.to_owned());
+        if let Some(completed) = query.completed {
+            builder.push(" AND completed = ");
+            builder.push_bind(completed);
+        }
+        if let Some(q) = &query.q {
+            let pattern = q.like_pattern();
+            builder.push(" AND (lower(title) LIKE ");
+            builder.push_bind(pattern.clone());
+            builder.push(" ESCAPE '\\' OR lower(description) LIKE ");
+            builder.push_bind(pattern);
+            builder.push(" ESCAPE '\\')");
+        }
+    };
+    let mut page = sqlx::QueryBuilder::new(concat!("SELECT ", task_columns!()));
+    filters(&mut page);
+    page.push(order_by(query.sort_by, query.sort_order, title_key));
+    page.push(" LIMIT ");
+    page.push_bind(i64::from(query.page_size));
+    page.push(" OFFSET ");
+    page.push_bind(query.offset());
+
+    let mut count = sqlx::QueryBuilder::new("SELECT count(*)");
+    filters(&mut count);
+    (page, count)
+}

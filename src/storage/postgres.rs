@@ -1,0 +1,251 @@
+//! The PostgreSQL implementation of [`Store`], for real deployments (Neon included).
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    FromRow,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use super::{Store, StoreError, Taken, listing_queries, task_columns};
+use crate::{
+    auth::domain::{Email, LoginId, User, UserCredentials, Username},
+    config::Settings,
+    tasks::domain::{Completion, ListQuery, Task, TaskChange},
+};
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        // The URL's own parameters (sslmode, sslrootcert, options …) are honoured as given,
+        // so a Neon connection string works as pasted.
+        let options = PgConnectOptions::from_str(settings.database_url.expose())?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.database_max_connections)
+            .acquire_timeout(settings.database_acquire_timeout)
+            .connect_with(options)
+            .await?;
+        // sqlx takes an advisory lock here, so instances starting together migrate once.
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[derive(FromRow)]
+struct TaskRow {
+    id: Uuid,
+    user_id: String,
+    title: String,
+    description: Option<String>,
+    completed: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<TaskRow> for Task {
+    fn from(row: TaskRow) -> Self {
+        Task {
+            id: row.id,
+            user_id: row.user_id,
+            title: row.title,
+            description: row.description,
+            completed: row.completed,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: Uuid,
+    username: String,
+    email: String,
+    password_hash: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserCredentials {
+    fn from(row: UserRow) -> Self {
+        UserCredentials {
+            user: User {
+                id: row.id,
+                username: row.username,
+                email: row.email,
+                created_at: row.created_at,
+            },
+            password_hash: row.password_hash,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn taken(&self, username: &Username, email: &Email) -> Result<Taken, StoreError> {
+        let (username, email): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1)),
+                    EXISTS (SELECT 1 FROM users WHERE email = $2)",
+        )
+        .bind(username.as_str())
+        .bind(email.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Taken { username, email })
+    }
+
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (id, username, email, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.id)
+        .bind(&user.username)
+        .bind(&user.email)
+        .bind(password_hash)
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_credentials(
+        &self,
+        login: &LoginId,
+    ) -> Result<Option<UserCredentials>, StoreError> {
+        let (sql, value) = match login {
+            LoginId::Username(name) => (
+                "SELECT id, username, email, password_hash, created_at FROM users
+                 WHERE lower(username) = lower($1)",
+                name,
+            ),
+            LoginId::Email(email) => (
+                "SELECT id, username, email, password_hash, created_at FROM users WHERE email = $1",
+                email,
+            ),
+        };
+        let row: Option<UserRow> = sqlx::query_as(sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(UserCredentials::from))
+    }
+
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT id, username, email, password_hash, created_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| UserCredentials::from(row).user))
+    }
+
+    async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(task.id)
+        .bind(&task.user_id)
+        .bind(&task.title)
+        .bind(&task.description)
+        .bind(task.completed)
+        .bind(task.created_at)
+        .bind(task.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: &str,
+        query: &ListQuery,
+    ) -> Result<(Vec<Task>, u64), StoreError> {
+        let (mut page, mut count) = listing_queries(owner, query, "lower(title) COLLATE \"C\"");
+        let rows: Vec<TaskRow> = page.build_query_as().fetch_all(&self.pool).await?;
+        let (total,): (i64,) = count.build_query_as().fetch_one(&self.pool).await?;
+        Ok((
+            rows.into_iter().map(Task::from).collect(),
+            total.max(0) as u64,
+        ))
+    }
+
+    async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
+        let row: Option<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE user_id = $1 AND id = $2"
+        ))
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Task::from))
+    }
+
+    async fn update_task(
+        &self,
+        owner: &str,
+        id: Uuid,
+        change: &TaskChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Task>, StoreError> {
+        let row: Option<TaskRow> = sqlx::query_as(concat!(
+            "UPDATE tasks SET
+                 title = COALESCE($3, title),
+                 description = CASE WHEN $4 THEN $5 ELSE description END,
+                 completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
+                 updated_at = GREATEST($8, updated_at + interval '1 millisecond')
+             WHERE user_id = $1 AND id = $2
+             RETURNING ",
+            task_columns!()
+        ))
+        .bind(owner)
+        .bind(id)
+        .bind(change.title.as_ref().map(|t| t.as_str()))
+        .bind(change.description.is_some())
+        .bind(
+            change
+                .description
+                .as_ref()
+                .and_then(|d| d.as_ref().map(|d| d.as_str())),
+        )
+        .bind(change.completed == Completion::Toggle)
+        .bind(match change.completed {
+            Completion::Set(value) => Some(value),
+            Completion::Keep | Completion::Toggle => None,
+        })
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Task::from))
+    }
+
+    async fn delete_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
+        let row: Option<TaskRow> = sqlx::query_as(concat!(
+            "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING ",
+            task_columns!()
+        ))
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Task::from))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

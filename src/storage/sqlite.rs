@@ -1,0 +1,285 @@
+//! The SQLite implementation of [`Store`]: the zero-set-up default.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    FromRow,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+use uuid::Uuid;
+
+use super::{Store, StoreError, Taken, listing_queries, task_columns};
+use crate::{
+    auth::domain::{Email, LoginId, User, UserCredentials, Username},
+    config::Settings,
+    tasks::domain::{Completion, ListQuery, Task, TaskChange},
+};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let url = settings.database_url.expose();
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL lets readers run beside the writer; NORMAL sync keeps every committed write
+            // across a crash of the process (not of the machine), at a fraction of FULL's cost.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // Each connection to an in-memory database is a database of its own: keep just one.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory {
+                1
+            } else {
+                settings.database_max_connections
+            })
+            .acquire_timeout(settings.database_acquire_timeout);
+        if in_memory {
+            pool = pool.idle_timeout(None).max_lifetime(None);
+        }
+        let pool = pool.connect_with(options).await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[derive(FromRow)]
+struct TaskRow {
+    id: String,
+    user_id: String,
+    title: String,
+    description: Option<String>,
+    completed: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<TaskRow> for Task {
+    type Error = StoreError;
+
+    fn try_from(row: TaskRow) -> Result<Self, Self::Error> {
+        Ok(Task {
+            id: parse_uuid(&row.id)?,
+            user_id: row.user_id,
+            title: row.title,
+            description: row.description,
+            completed: row.completed,
+            created_at: from_millis(row.created_at)?,
+            updated_at: from_millis(row.updated_at)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: String,
+    username: String,
+    email: String,
+    password_hash: String,
+    created_at: i64,
+}
+
+impl UserRow {
+    fn into_credentials(self) -> Result<UserCredentials, StoreError> {
+        Ok(UserCredentials {
+            user: User {
+                id: parse_uuid(&self.id)?,
+                username: self.username,
+                email: self.email,
+                created_at: from_millis(self.created_at)?,
+            },
+            password_hash: self.password_hash,
+        })
+    }
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|error| StoreError::Other(error.into()))
+}
+
+fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("timestamp out of range: {millis}")))
+}
+
+fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
+    row.map(Task::try_from).transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn taken(&self, username: &Username, email: &Email) -> Result<Taken, StoreError> {
+        let (username, email): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1)),
+                    EXISTS (SELECT 1 FROM users WHERE email = $2)",
+        )
+        .bind(username.as_str())
+        .bind(email.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Taken { username, email })
+    }
+
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (id, username, email, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.username)
+        .bind(&user.email)
+        .bind(password_hash)
+        .bind(user.created_at.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_credentials(
+        &self,
+        login: &LoginId,
+    ) -> Result<Option<UserCredentials>, StoreError> {
+        let (sql, value) = match login {
+            LoginId::Username(name) => (
+                "SELECT id, username, email, password_hash, created_at FROM users
+                 WHERE lower(username) = lower($1)",
+                name,
+            ),
+            LoginId::Email(email) => (
+                "SELECT id, username, email, password_hash, created_at FROM users WHERE email = $1",
+                email,
+            ),
+        };
+        let row: Option<UserRow> = sqlx::query_as(sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(UserRow::into_credentials).transpose()
+    }
+
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT id, username, email, password_hash, created_at FROM users WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(UserRow::into_credentials)
+            .transpose()?
+            .map(|c| c.user))
+    }
+
+    async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(task.id.to_string())
+        .bind(&task.user_id)
+        .bind(&task.title)
+        .bind(&task.description)
+        .bind(task.completed)
+        .bind(task.created_at.timestamp_millis())
+        .bind(task.updated_at.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: &str,
+        query: &ListQuery,
+    ) -> Result<(Vec<Task>, u64), StoreError> {
+        let (mut page, mut count) = listing_queries(owner, query, "lower(title)");
+        let rows: Vec<TaskRow> = page.build_query_as().fetch_all(&self.pool).await?;
+        let (total,): (i64,) = count.build_query_as().fetch_one(&self.pool).await?;
+        let tasks = rows
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok((tasks, total.max(0) as u64))
+    }
+
+    async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE user_id = $1 AND id = $2"
+        ))
+        .bind(owner)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        one_task(row)
+    }
+
+    async fn update_task(
+        &self,
+        owner: &str,
+        id: Uuid,
+        change: &TaskChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query_as(concat!(
+            "UPDATE tasks SET
+                 title = COALESCE($3, title),
+                 description = CASE WHEN $4 THEN $5 ELSE description END,
+                 completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
+                 updated_at = max($8, updated_at + 1)
+             WHERE user_id = $1 AND id = $2
+             RETURNING ",
+            task_columns!()
+        ))
+        .bind(owner)
+        .bind(id.to_string())
+        .bind(change.title.as_ref().map(|t| t.as_str()))
+        .bind(change.description.is_some())
+        .bind(
+            change
+                .description
+                .as_ref()
+                .and_then(|d| d.as_ref().map(|d| d.as_str())),
+        )
+        .bind(change.completed == Completion::Toggle)
+        .bind(match change.completed {
+            Completion::Set(value) => Some(value),
+            Completion::Keep | Completion::Toggle => None,
+        })
+        .bind(now.timestamp_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        one_task(row)
+    }
+
+    async fn delete_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query_as(concat!(
+            "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING ",
+            task_columns!()
+        ))
+        .bind(owner)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        one_task(row)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

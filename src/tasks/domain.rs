@@ -1,0 +1,538 @@
+//! Task domain types. Each is parsed once at the boundary; past it, values are valid.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, FieldError},
+    extract::JsonObject,
+};
+
+pub const TITLE_MAX_CHARS: usize = 255;
+pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
+pub const SEARCH_MAX_CHARS: usize = 255;
+pub const PAGE_SIZE_MAX: u32 = 100;
+pub const PAGE_SIZE_DEFAULT: u32 = 20;
+
+/// A stored task, as every task route returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct Task {
+    pub id: Uuid,
+    /// The owner: the `sub` of the token that created it (not always a UUID).
+    pub user_id: String,
+    #[schema(min_length = 1, max_length = 255, example = "Buy milk")]
+    pub title: String,
+    #[schema(max_length = 10000, example = "2 litres")]
+    pub description: Option<String>,
+    pub completed: bool,
+    #[serde(serialize_with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-18T09:30:00.123Z")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-18T09:30:00.123Z")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Timestamps leave the service as RFC 3339 in UTC with millisecond precision and a `Z`.
+pub fn rfc3339_millis<S: Serializer>(
+    time: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// The current time at the precision we store (milliseconds), so that what a write returns
+/// equals what a later read returns.
+pub fn now_millis() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default()
+}
+
+fn refuse_nul(text: &str) -> Result<(), String> {
+    // PostgreSQL cannot store NUL in text; refusing it everywhere keeps both databases alike.
+    if text.contains('\0') {
+        Err("must not contain NUL characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// A title: trimmed, 1–255 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskTitle(String);
+
+impl TaskTitle {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        let title = raw.trim();
+        refuse_nul(title)?;
+        match title.chars().count() {
+            0 => Err("must not be empty".into()),
+            n if n > TITLE_MAX_CHARS => {
+                Err(format!("must be at most {TITLE_MAX_CHARS} characters"))
+            }
+            _ => Ok(Self(title.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A description: at most 10 000 characters, kept as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description(String);
+
+impl Description {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        refuse_nul(&raw)?;
+        if raw.chars().count() > DESCRIPTION_MAX_CHARS {
+            return Err(format!(
+                "must be at most {DESCRIPTION_MAX_CHARS} characters"
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What `POST /tasks` creates.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub title: TaskTitle,
+    pub description: Option<Description>,
+    pub completed: bool,
+}
+
+/// How a change treats `completed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    Keep,
+    Set(bool),
+    Toggle,
+}
+
+/// A change to an existing task: `None` leaves a field as it is.
+#[derive(Clone, Debug)]
+pub struct TaskChange {
+    pub title: Option<TaskTitle>,
+    /// `Some(None)` clears the description.
+    pub description: Option<Option<Description>>,
+    pub completed: Completion,
+}
+
+/// The body of `POST /tasks`.
+#[derive(ToSchema)]
+#[schema(example = json!({"title": "Buy milk", "description": "2 litres"}))]
+#[allow(dead_code)]
+pub struct CreateTaskRequest {
+    #[schema(min_length = 1, max_length = 255)]
+    title: String,
+    #[schema(max_length = 10000)]
+    description: Option<String>,
+    #[schema(default = false)]
+    completed: Option<bool>,
+}
+
+/// The body of `PUT /tasks/{id}`: every field, `description` may be `null`.
+#[derive(ToSchema)]
+#[schema(example = json!({"title": "Buy milk", "description": null, "completed": true}))]
+#[allow(dead_code)]
+pub struct ReplaceTaskRequest {
+    #[schema(min_length = 1, max_length = 255)]
+    title: String,
+    #[schema(max_length = 10000)]
+    description: Option<String>,
+    completed: bool,
+}
+
+/// The body of `PATCH /tasks/{id}`: at least one field.
+#[derive(ToSchema)]
+#[schema(example = json!({"completed": true}))]
+#[allow(dead_code)]
+pub struct PatchTaskRequest {
+    #[schema(min_length = 1, max_length = 255)]
+    title: Option<String>,
+    #[schema(max_length = 10000)]
+    description: Option<String>,
+    completed: Option<bool>,
+}
+
+/// The optional body of `PATCH /tasks/{id}/complete`; without it (or without `completed`)
+/// the flag is toggled.
+#[derive(ToSchema)]
+#[schema(example = json!({"completed": true}))]
+#[allow(dead_code)]
+pub struct CompleteTaskRequest {
+    completed: Option<bool>,
+}
+
+impl NewTask {
+    pub fn from_json(mut body: JsonObject) -> Result<Self, ApiError> {
+        let title = body.string("title", TaskTitle::parse);
+        let title = body.required("title", title);
+        let description = body.string("description", Description::parse);
+        let description = nullable(description);
+        let completed = body.boolean("completed");
+        let completed = body.optional("completed", completed);
+        body.finish((|| {
+            Some(Self {
+                title: title?,
+                description: description?,
+                completed: completed?.unwrap_or(false),
+            })
+        })())
+    }
+}
+
+/// Absent or null both mean "no description"; `None` when the field was invalid.
+fn nullable(field: crate::extract::Field<Description>) -> Option<Option<Description>> {
+    use crate::extract::Field;
+    match field {
+        Field::Absent | Field::Null => Some(None),
+        Field::Present(value) => Some(Some(value)),
+        Field::Invalid => None,
+    }
+}
+
+impl TaskChange {
+    /// `PUT`: a full replacement; every field must be given (`description` may be null).
+    pub fn replace_from_json(mut body: JsonObject) -> Result<Self, ApiError> {
+        use crate::extract::Field;
+        let title = body.string("title", TaskTitle::parse);
+        let title = body.required("title", title);
+        let description = match body.string("description", Description::parse) {
+            Field::Absent => {
+                body.reject("description", "is required (it may be null)");
+                None
+            }
+            other => nullable(other),
+        };
+        let completed = body.boolean("completed");
+        let completed = body.required("completed", completed);
+        body.finish((|| {
+            Some(Self {
+                title: Some(title?),
+                description: Some(description?),
+                completed: Completion::Set(completed?),
+            })
+        })())
+    }
+
+    /// `PATCH`: any of the fields, at least one.
+    pub fn patch_from_json(mut body: JsonObject) -> Result<Self, ApiError> {
+        use crate::extract::Field;
+        if body.is_empty() {
+            return Err(ApiError::field(
+                "body",
+                "must contain at least one of title, description, completed",
+            ));
+        }
+        let title = body.string("title", TaskTitle::parse);
+        let title = body.optional("title", title);
+        let description = match body.string("description", Description::parse) {
+            Field::Absent => Some(None),
+            other => nullable(other).map(Some),
+        };
+        let completed = body.boolean("completed");
+        let completed = body.optional("completed", completed);
+        body.finish((|| {
+            Some(Self {
+                title: title?,
+                description: description?,
+                completed: completed?.map_or(Completion::Keep, Completion::Set),
+            })
+        })())
+    }
+
+    /// `PATCH /complete`: `{"completed": bool}` sets the flag; no body, or no field, toggles.
+    pub fn completion_from_json(body: Option<JsonObject>) -> Result<Self, ApiError> {
+        let completed = match body {
+            None => Completion::Toggle,
+            Some(mut body) => {
+                let completed = body.boolean("completed");
+                let completed = body.optional("completed", completed);
+                body.finish(completed)?
+                    .map_or(Completion::Toggle, Completion::Set)
+            }
+        };
+        Ok(Self {
+            title: None,
+            description: None,
+            completed,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    CreatedAt,
+    UpdatedAt,
+    Title,
+    Completed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+/// A case-insensitive search text, trimmed, 1–255 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchText(String);
+
+impl SearchText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A `LIKE` pattern matching the text anywhere, with `\` as the escape character.
+    pub fn like_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.0.len() + 2);
+        pattern.push('%');
+        for c in self.0.to_lowercase().chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        pattern
+    }
+}
+
+/// The listing's query parameters, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListQuery {
+    pub page: u32,
+    pub page_size: u32,
+    pub sort_by: SortBy,
+    pub sort_order: SortOrder,
+    pub completed: Option<bool>,
+    pub q: Option<SearchText>,
+}
+
+/// The listing's query parameters, for the OpenAPI document.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Page number, from 1.
+    #[param(minimum = 1, default = 1)]
+    page: Option<u32>,
+    /// Tasks per page.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    page_size: Option<u32>,
+    /// Sort column; ties are broken by `id`.
+    #[param(inline, default = "created_at")]
+    sort_by: Option<SortBy>,
+    #[param(inline, default = "desc")]
+    sort_order: Option<SortOrder>,
+    /// Only completed (`true`) or open (`false`) tasks.
+    completed: Option<bool>,
+    /// Text matched case-insensitively in title and description.
+    #[param(max_length = 255)]
+    q: Option<String>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            page: 1,
+            page_size: PAGE_SIZE_DEFAULT,
+            sort_by: SortBy::CreatedAt,
+            sort_order: SortOrder::Desc,
+            completed: None,
+            q: None,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Parses the query parameters, reporting every bad or unknown one.
+    pub fn parse(mut params: HashMap<String, String>) -> Result<Self, ApiError> {
+        let mut query = Self::default();
+        let mut errors = Vec::new();
+        let mut check = |name: &str, result: Result<(), String>| {
+            if let Err(message) = result {
+                errors.push(FieldError::new(name, message));
+            }
+        };
+        if let Some(value) = params.remove("page") {
+            check(
+                "page",
+                parse_number(&value, 1, u32::MAX).map(|n| query.page = n),
+            );
+        }
+        if let Some(value) = params.remove("page_size") {
+            check(
+                "page_size",
+                parse_number(&value, 1, PAGE_SIZE_MAX).map(|n| query.page_size = n),
+            );
+        }
+        if let Some(value) = params.remove("sort_by") {
+            let sort_by = match value.as_str() {
+                "created_at" => Ok(SortBy::CreatedAt),
+                "updated_at" => Ok(SortBy::UpdatedAt),
+                "title" => Ok(SortBy::Title),
+                "completed" => Ok(SortBy::Completed),
+                _ => Err("must be one of created_at, updated_at, title, completed".to_owned()),
+            };
+            check("sort_by", sort_by.map(|s| query.sort_by = s));
+        }
+        if let Some(value) = params.remove("sort_order") {
+            let order = match value.as_str() {
+                "asc" => Ok(SortOrder::Asc),
+                "desc" => Ok(SortOrder::Desc),
+                _ => Err("must be asc or desc".to_owned()),
+            };
+            check("sort_order", order.map(|o| query.sort_order = o));
+        }
+        if let Some(value) = params.remove("completed") {
+            let completed = match value.as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("must be true or false".to_owned()),
+            };
+            check("completed", completed.map(|c| query.completed = Some(c)));
+        }
+        if let Some(value) = params.remove("q") {
+            let text = value.trim();
+            let result = if text.chars().count() > SEARCH_MAX_CHARS {
+                Err(format!("must be at most {SEARCH_MAX_CHARS} characters"))
+            } else {
+                refuse_nul(text).map(|()| {
+                    query.q = (!text.is_empty()).then(|| SearchText(text.to_owned()));
+                })
+            };
+            check("q", result);
+        }
+        let mut unknown: Vec<String> = params.into_keys().collect();
+        unknown.sort();
+        for name in unknown {
+            errors.push(FieldError::new(name, "is not a known query parameter"));
+        }
+        if errors.is_empty() {
+            Ok(query)
+        } else {
+            Err(ApiError::validation("query parameters are invalid", errors))
+        }
+    }
+
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.page_size)
+    }
+}
+
+fn parse_number(value: &str, min: u32, max: u32) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("must be a whole number from {min} to {max}"))
+}
+
+/// One page of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskPage {
+    pub items: Vec<Task>,
+    /// Tasks matching the filters, on all pages.
+    pub total: u64,
+    pub page: u32,
+    pub page_size: u32,
+    /// `ceil(total / page_size)`; 0 when nothing matches.
+    pub total_pages: u64,
+}
+
+impl TaskPage {
+    pub fn new(items: Vec<Task>, total: u64, query: &ListQuery) -> Self {
+        Self {
+            items,
+            total,
+            page: query.page,
+            page_size: query.page_size,
+            total_pages: total.div_ceil(u64::from(query.page_size)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn titles_are_trimmed_and_bounded() {
+        assert_eq!(TaskTitle::parse("  milk ".into()).unwrap().as_str(), "milk");
+        assert!(TaskTitle::parse("   ".into()).is_err());
+        assert!(TaskTitle::parse("é".repeat(255)).is_ok());
+        assert!(TaskTitle::parse("é".repeat(256)).is_err());
+        assert!(TaskTitle::parse("a\0b".into()).is_err());
+    }
+
+    #[test]
+    fn descriptions_are_bounded_in_characters() {
+        assert!(Description::parse("x".repeat(10_000)).is_ok());
+        assert!(Description::parse("x".repeat(10_001)).is_err());
+        assert!(Description::parse(String::new()).is_ok());
+    }
+
+    #[test]
+    fn listing_defaults_and_every_bad_parameter_is_named() {
+        assert_eq!(
+            ListQuery::parse(HashMap::new()).unwrap(),
+            ListQuery::default()
+        );
+        let Err(ApiError::Validation { errors, .. }) = ListQuery::parse(params(&[
+            ("page", "0"),
+            ("page_size", "1000"),
+            ("sort_by", "password"),
+            ("sort_order", "up"),
+            ("completed", "yes"),
+            ("colour", "red"),
+        ])) else {
+            panic!("expected a validation error");
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "page",
+                "page_size",
+                "sort_by",
+                "sort_order",
+                "completed",
+                "colour"
+            ]
+        );
+    }
+
+    #[test]
+    fn search_text_is_escaped_for_like() {
+        let query = ListQuery::parse(params(&[("q", " 50%_Off\\ ")])).unwrap();
+        assert_eq!(query.q.unwrap().like_pattern(), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn pages_count_up() {
+        let query = ListQuery::default();
+        assert_eq!(TaskPage::new(vec![], 0, &query).total_pages, 0);
+        assert_eq!(TaskPage::new(vec![], 20, &query).total_pages, 1);
+        assert_eq!(TaskPage::new(vec![], 21, &query).total_pages, 2);
+    }
+}

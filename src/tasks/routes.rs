@@ -1,0 +1,276 @@
+//! The `/api/{user_id}/tasks` routes. Every one takes [`TaskOwner`], so it answers 401 or 403
+//! before it reads anything else of the request.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use utoipa::IntoResponses;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::domain::{
+    CompleteTaskRequest, CreateTaskRequest, ListParams, ListQuery, NewTask, PatchTaskRequest,
+    ReplaceTaskRequest, Task, TaskChange, TaskPage,
+};
+use crate::{
+    app::AppState,
+    auth::TaskOwner,
+    error::{ApiError, Problem},
+    extract::{JsonBody, OptionalJsonBody, QueryPairs, TaskId},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tasks, create_task))
+        .routes(routes!(get_task, replace_task, patch_task, delete_task))
+        .routes(routes!(complete_task))
+}
+
+/// The failures every task route can answer with.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum TaskRouteErrors {
+    /// Missing, malformed, expired or badly signed token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The path's `user_id` is not the token's subject.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The database is unreachable.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// The failures of a route that reads a JSON body.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum BodyErrors {
+    /// Body over the size limit.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// Body not sent as `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+}
+
+fn location(owner: &TaskOwner, task: &Task) -> HeaderValue {
+    let owner =
+        percent_encoding::utf8_percent_encode(&owner.user_id, percent_encoding::NON_ALPHANUMERIC);
+    HeaderValue::try_from(format!("/api/{owner}/tasks/{}", task.id))
+        .unwrap_or_else(|_| HeaderValue::from_static("/"))
+}
+
+/// List tasks
+///
+/// One page of the user's tasks, filtered and sorted. Ties are broken by `id`, so walking
+/// the pages visits every task exactly once. A page past the end is empty.
+#[utoipa::path(
+    get,
+    path = "/api/{user_id}/tasks",
+    tag = "tasks",
+    params(("user_id" = String, Path, description = "The token's subject"), ListParams),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 200, description = "One page of tasks", body = TaskPage),
+        (status = 400, description = "A query parameter is invalid or unknown", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+    )
+)]
+async fn list_tasks(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    QueryPairs(params): QueryPairs,
+) -> Result<Json<TaskPage>, ApiError> {
+    let query = ListQuery::parse(params)?;
+    state.tasks.list(&owner.user_id, &query).await.map(Json)
+}
+
+/// Create a task
+#[utoipa::path(
+    post,
+    path = "/api/{user_id}/tasks",
+    tag = "tasks",
+    params(("user_id" = String, Path, description = "The token's subject")),
+    request_body(content = CreateTaskRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 201, description = "Created", body = Task,
+            headers(("Location" = String, description = "The new task's URL"))),
+        (status = 400, description = "A field is missing, invalid or unknown", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+        BodyErrors,
+    )
+)]
+async fn create_task(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let new = NewTask::from_json(body)?;
+    let task = state.tasks.create(&owner.user_id, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location(&owner, &task))],
+        Json(task),
+    )
+        .into_response())
+}
+
+/// Read a task
+#[utoipa::path(
+    get,
+    path = "/api/{user_id}/tasks/{id}",
+    tag = "tasks",
+    params(
+        ("user_id" = String, Path, description = "The token's subject"),
+        ("id" = uuid::Uuid, Path, description = "The task's id"),
+    ),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+    )
+)]
+async fn get_task(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    TaskId(id): TaskId,
+) -> Result<Json<Task>, ApiError> {
+    state.tasks.get(&owner.user_id, id).await.map(Json)
+}
+
+/// Replace a task
+///
+/// Every field is required; `description` may be `null`.
+#[utoipa::path(
+    put,
+    path = "/api/{user_id}/tasks/{id}",
+    tag = "tasks",
+    params(
+        ("user_id" = String, Path, description = "The token's subject"),
+        ("id" = uuid::Uuid, Path, description = "The task's id"),
+    ),
+    request_body(content = ReplaceTaskRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 200, description = "The replaced task", body = Task),
+        (status = 400, description = "The id or a field is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+        BodyErrors,
+    )
+)]
+async fn replace_task(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    TaskId(id): TaskId,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Task>, ApiError> {
+    let change = TaskChange::replace_from_json(body)?;
+    state
+        .tasks
+        .update(&owner.user_id, id, &change)
+        .await
+        .map(Json)
+}
+
+/// Update some fields of a task
+///
+/// Any of `title`, `description` (`null` clears it) and `completed`; at least one.
+#[utoipa::path(
+    patch,
+    path = "/api/{user_id}/tasks/{id}",
+    tag = "tasks",
+    params(
+        ("user_id" = String, Path, description = "The token's subject"),
+        ("id" = uuid::Uuid, Path, description = "The task's id"),
+    ),
+    request_body(content = PatchTaskRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 200, description = "The updated task", body = Task),
+        (status = 400, description = "The id or a field is invalid, or the body is empty", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+        BodyErrors,
+    )
+)]
+async fn patch_task(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    TaskId(id): TaskId,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Task>, ApiError> {
+    let change = TaskChange::patch_from_json(body)?;
+    state
+        .tasks
+        .update(&owner.user_id, id, &change)
+        .await
+        .map(Json)
+}
+
+/// Complete or reopen a task
+///
+/// `{"completed": true|false}` sets the flag; an empty body (or `{}`) toggles it.
+#[utoipa::path(
+    patch,
+    path = "/api/{user_id}/tasks/{id}/complete",
+    tag = "tasks",
+    params(
+        ("user_id" = String, Path, description = "The token's subject"),
+        ("id" = uuid::Uuid, Path, description = "The task's id"),
+    ),
+    request_body(content = Option<CompleteTaskRequest>, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 200, description = "The updated task", body = Task),
+        (status = 400, description = "The id or the body is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+        BodyErrors,
+    )
+)]
+async fn complete_task(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    TaskId(id): TaskId,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> Result<Json<Task>, ApiError> {
+    let change = TaskChange::completion_from_json(body)?;
+    state
+        .tasks
+        .update(&owner.user_id, id, &change)
+        .await
+        .map(Json)
+}
+
+/// Delete a task
+///
+/// Removes it for good and returns it as it was.
+#[utoipa::path(
+    delete,
+    path = "/api/{user_id}/tasks/{id}",
+    tag = "tasks",
+    params(
+        ("user_id" = String, Path, description = "The token's subject"),
+        ("id" = uuid::Uuid, Path, description = "The task's id"),
+    ),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 200, description = "The deleted task", body = Task),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+    )
+)]
+async fn delete_task(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    TaskId(id): TaskId,
+) -> Result<Json<Task>, ApiError> {
+    state.tasks.delete(&owner.user_id, id).await.map(Json)
+}
