@@ -1,0 +1,322 @@
+//! The test harness: [`TestApp`] starts the real application on port 0, on a fresh SQLite
+//! file or a fresh PostgreSQL database, and talks to it over HTTP.
+//!
+//! PostgreSQL is found at `TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database there
+//! and drops it afterwards. If PostgreSQL is not reachable, the PostgreSQL tests fail: they
+//! never skip.
+#![allow(dead_code)]
+
+use std::sync::Once;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use todo_api::{Application, Settings, config::Secret};
+use tokio::sync::oneshot;
+
+pub const SECRET: &str = "test-secret-for-hs256-tokens-0123456789abcdef";
+pub const PASSWORD: &str = "correct horse battery";
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed test body once on SQLite and once on PostgreSQL, as
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($(
+        $(#[$meta:meta])*
+        async fn $name:ident($app:ident: TestApp) $body:block
+    )*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: TestApp) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run(TestApp::spawn(Backend::Sqlite).await).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                run(TestApp::spawn(Backend::Postgres).await).await
+            }
+        }
+    )*};
+}
+
+/// A user signed up through the API.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    postgres_database: Option<String>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    // Logs only when asked: TEST_LOG=1 cargo test …
+    if std::env::var_os("TEST_LOG").is_some() {
+        ONCE.call_once(|| todo_api::telemetry::init(todo_api::config::LogFormat::Text));
+    }
+}
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+}
+
+/// A database URL on the same server as `admin_url`, naming `database`.
+fn url_for_database(admin: &str, database: &str) -> String {
+    let mut url = url::Url::parse(admin).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(database);
+    url.to_string()
+}
+
+/// The settings every test starts from: fast bcrypt, a known secret, port 0.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::new(database_url);
+    settings.port = 0;
+    settings.bcrypt_cost = 4;
+    settings.jwt_secret = Some(Secret::new(SECRET));
+    settings
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts the application after `configure` adjusts its settings.
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Self {
+        init_logs();
+        let (database_url, sqlite_dir, postgres_database) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("todo.db").display());
+                (url, Some(dir), None)
+            }
+            Backend::Postgres => {
+                let name = format!("todo_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = admin_url();
+                let mut connection = PgConnection::connect(&admin).await.unwrap_or_else(|error| {
+                    panic!(
+                        "PostgreSQL must be reachable at {admin} (set TEST_DATABASE_URL): {error}"
+                    )
+                });
+                connection
+                    .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+                    .await
+                    .expect("create the test database");
+                connection.close().await.ok();
+                (url_for_database(&admin, &name), None, Some(name))
+            }
+        };
+        let mut settings = test_settings(&database_url);
+        configure(&mut settings);
+        let application = Application::build(settings)
+            .await
+            .expect("application starts");
+        let address = format!("http://127.0.0.1:{}", application.port());
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(async move {
+            application
+                .run_until(async {
+                    stopped.await.ok();
+                })
+                .await
+                .expect("server runs");
+        });
+        Self {
+            address,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("HTTP client"),
+            backend,
+            database_url,
+            stop: Some(stop),
+            server: Some(server),
+            _sqlite_dir: sqlite_dir,
+            postgres_database,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A request carrying `token` as a bearer token.
+    pub fn authed(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(token)
+    }
+
+    pub async fn signup(&self, username: &str) -> TestUser {
+        let email = format!("{username}@example.com");
+        let response = self
+            .request(Method::POST, "/api/auth/signup")
+            .json(&json!({
+                "username": username,
+                "email": email,
+                "password": PASSWORD,
+                "confirm_password": PASSWORD,
+            }))
+            .send()
+            .await
+            .expect("signup request");
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "signup of {username}"
+        );
+        let body: Value = response.json().await.expect("signup body");
+        TestUser {
+            id: body["user"]["id"].as_str().expect("user id").to_owned(),
+            username: username.to_owned(),
+            email,
+            password: PASSWORD.to_owned(),
+            token: body["access_token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    pub fn tasks_path(user: &TestUser) -> String {
+        format!("/api/{}/tasks", user.id)
+    }
+
+    pub fn task_path(user: &TestUser, id: &str) -> String {
+        format!("/api/{}/tasks/{id}", user.id)
+    }
+
+    /// Creates a task for `user` and returns its JSON.
+    pub async fn create_task(&self, user: &TestUser, body: Value) -> Value {
+        let response = self
+            .authed(Method::POST, &Self::tasks_path(user), &user.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("create request");
+        assert_eq!(response.status(), StatusCode::CREATED, "create {body}");
+        response.json().await.expect("task body")
+    }
+
+    /// `GET` a path as `user` and return status and JSON body.
+    pub async fn get_json(&self, user: &TestUser, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .authed(Method::GET, path, &user.token)
+            .send()
+            .await
+            .expect("GET request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        let Some(name) = self.postgres_database.take() else {
+            return;
+        };
+        // Dropping needs async I/O, and Drop cannot await: do it on a thread of its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut connection) = PgConnection::connect(&admin_url()).await {
+                    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+                    connection.execute(sql.as_str()).await.ok();
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// Asserts that `response` is a problem document with `status`, and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type {content_type:?}"
+    );
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status.as_u16(), "problem status in {body}");
+    assert_eq!(body["type"], "about:blank");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// The fields named in a 400 problem's `errors`.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Signs `claims` with HS256 and `secret`, as a forger or another issuer would.
+pub fn hs256_token(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token encodes")
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
