@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    auth::{self, password::PasswordHasher, token::TokenVerifier},
+    auth::{self, jwks::JwksVerifier, password::PasswordHasher, token::TokenVerifier},
     config::Settings,
     error::{ApiError, problem_for_bare_errors},
     extract::BodyLimit,
@@ -76,10 +76,20 @@ impl Application {
                 rand::random::<[u8; 32]>().to_vec()
             }
         };
+        let jwks = match settings.jwks() {
+            Some(jwks) => {
+                let verifier = Arc::new(JwksVerifier::new(jwks, &settings)?);
+                // A Better Auth server that is down at start-up is not fatal: the keys are
+                // fetched again when the first token needs them.
+                verifier.refresh().await;
+                Some(verifier)
+            }
+            None => None,
+        };
         let state = AppState {
             tasks: TaskService::new(store.clone(), events),
             store: store.clone(),
-            tokens: Arc::new(TokenVerifier::new(&secret, &settings)),
+            tokens: Arc::new(TokenVerifier::new(&secret, &settings, jwks.clone())),
             passwords: PasswordHasher::new(settings.bcrypt_cost),
         };
         let router = router(state, &settings);

@@ -61,7 +61,17 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub jwt_leeway: Duration,
     pub token_ttl: Duration,
+    /// The Better Auth server's base URL; its origin serves the JWKS and is the expected
+    /// `iss` and `aud` of its tokens.
+    pub better_auth_url: Option<url::Url>,
+    /// Overrides where the JWKS is fetched from.
+    pub jwks_url: Option<url::Url>,
+    /// An unknown `kid` refetches the key set at most once per this interval.
+    pub jwks_refetch_interval: Duration,
+    pub jwks_fetch_timeout: Duration,
     pub bcrypt_cost: u32,
     pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
@@ -102,6 +112,11 @@ impl Settings {
             jwt_secret: None,
             jwt_issuer: None,
             jwt_audience: None,
+            jwt_leeway: Duration::from_secs(60),
+            better_auth_url: None,
+            jwks_url: None,
+            jwks_refetch_interval: Duration::from_secs(10),
+            jwks_fetch_timeout: Duration::from_secs(5),
             token_ttl: Duration::from_secs(24 * 60 * 60),
             bcrypt_cost: 12,
             cors_origins: Vec::new(),
@@ -174,6 +189,41 @@ impl Settings {
         }
         settings.jwt_issuer = get("JWT_ISSUER").map(|v| v.trim().to_owned());
         settings.jwt_audience = get("JWT_AUDIENCE").map(|v| v.trim().to_owned());
+        if let Some(value) = get("JWT_LEEWAY_SECONDS") {
+            settings.jwt_leeway =
+                Duration::from_secs(parse_in_range("JWT_LEEWAY_SECONDS", &value, 0, 600)?);
+        }
+        if let Some(value) = get("BETTER_AUTH_URL") {
+            settings.better_auth_url = Some(parse_http_url("BETTER_AUTH_URL", &value)?);
+        }
+        if let Some(value) = get("JWKS_URL") {
+            settings.jwks_url = Some(parse_http_url("JWKS_URL", &value)?);
+        }
+        if settings.jwks_url.is_some() && settings.better_auth_url.is_none() {
+            for (name, value) in [
+                ("JWT_ISSUER", &settings.jwt_issuer),
+                ("JWT_AUDIENCE", &settings.jwt_audience),
+            ] {
+                if value.is_none() {
+                    return Err(ConfigError::new(
+                        name,
+                        "must be set when JWKS_URL is set without BETTER_AUTH_URL (it is the expected claim of JWKS-signed tokens)",
+                    ));
+                }
+            }
+        }
+        if let Some(value) = get("JWKS_REFETCH_INTERVAL_SECONDS") {
+            settings.jwks_refetch_interval = Duration::from_secs(parse_in_range(
+                "JWKS_REFETCH_INTERVAL_SECONDS",
+                &value,
+                1,
+                3600,
+            )?);
+        }
+        if let Some(value) = get("JWKS_FETCH_TIMEOUT_SECONDS") {
+            settings.jwks_fetch_timeout =
+                Duration::from_secs(parse_in_range("JWKS_FETCH_TIMEOUT_SECONDS", &value, 1, 60)?);
+        }
         if let Some(value) = get("JWT_EXPIRES_IN_SECONDS") {
             settings.token_ttl = Duration::from_secs(parse_in_range(
                 "JWT_EXPIRES_IN_SECONDS",
@@ -205,6 +255,40 @@ impl Settings {
     pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
         database_kind(self.database_url.expose())
     }
+
+    /// Where Better Auth's key set is and what its tokens must claim; `None` when neither
+    /// `BETTER_AUTH_URL` nor `JWKS_URL` is set (HS256 only).
+    pub fn jwks(&self) -> Option<JwksSettings> {
+        let origin = self
+            .better_auth_url
+            .as_ref()
+            .map(|url| url.origin().ascii_serialization());
+        let url = match (&self.jwks_url, &origin) {
+            (Some(url), _) => url.clone(),
+            (None, Some(origin)) => url::Url::parse(&format!("{origin}/api/auth/jwks")).ok()?,
+            (None, None) => return None,
+        };
+        Some(JwksSettings {
+            url,
+            issuer: self.jwt_issuer.clone().or_else(|| origin.clone())?,
+            audience: self.jwt_audience.clone().or(origin)?,
+        })
+    }
+}
+
+/// The key set of a Better Auth server and the claims its tokens must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksSettings {
+    pub url: url::Url,
+    pub issuer: String,
+    pub audience: String,
+}
+
+fn parse_http_url(variable: &'static str, value: &str) -> Result<url::Url, ConfigError> {
+    url::Url::parse(value.trim())
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        .ok_or_else(|| ConfigError::new(variable, "must be an http:// or https:// URL"))
 }
 
 fn database_kind(url: &str) -> Result<DatabaseKind, ConfigError> {
@@ -301,6 +385,9 @@ mod tests {
             ("BCRYPT_COST", "3"),
             ("CORS_ORIGINS", "not a url"),
             ("LOG_FORMAT", "xml"),
+            ("BETTER_AUTH_URL", "not a url"),
+            ("JWKS_URL", "ftp://keys.example.com/jwks"),
+            ("JWT_LEEWAY_SECONDS", "-1"),
         ] {
             let error = parse(&[(name, value)]).unwrap_err();
             assert_eq!(error.variable, name, "{name}={value}");
@@ -320,6 +407,36 @@ mod tests {
         assert_eq!(error.variable, "BETTER_AUTH_SECRET");
         let secret = "x".repeat(32);
         assert!(parse(&[("APP_ENV", "production"), ("BETTER_AUTH_SECRET", &secret)]).is_ok());
+    }
+
+    #[test]
+    fn better_auth_url_gives_the_jwks_location_and_expected_claims() {
+        let settings = parse(&[("BETTER_AUTH_URL", "https://app.example.com/some/path")]).unwrap();
+        let jwks = settings.jwks().unwrap();
+        assert_eq!(jwks.url.as_str(), "https://app.example.com/api/auth/jwks");
+        assert_eq!(jwks.issuer, "https://app.example.com");
+        assert_eq!(jwks.audience, "https://app.example.com");
+        assert!(parse(&[]).unwrap().jwks().is_none());
+    }
+
+    #[test]
+    fn explicit_jwks_url_and_claims_override_the_better_auth_origin() {
+        let settings = parse(&[
+            ("BETTER_AUTH_URL", "http://localhost:3000"),
+            ("JWKS_URL", "http://127.0.0.1:4000/keys"),
+            ("JWT_AUDIENCE", "todo-api"),
+        ])
+        .unwrap();
+        let jwks = settings.jwks().unwrap();
+        assert_eq!(jwks.url.as_str(), "http://127.0.0.1:4000/keys");
+        assert_eq!(jwks.issuer, "http://localhost:3000");
+        assert_eq!(jwks.audience, "todo-api");
+    }
+
+    #[test]
+    fn a_jwks_url_alone_needs_explicit_claims() {
+        let error = parse(&[("JWKS_URL", "http://127.0.0.1:4000/keys")]).unwrap_err();
+        assert_eq!(error.variable, "JWT_ISSUER");
     }
 
     #[test]

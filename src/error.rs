@@ -85,6 +85,9 @@ pub enum ApiError {
     /// 503: the database does not answer; the process keeps running.
     #[error("the database is unavailable, try again shortly")]
     Unavailable,
+    /// 503: a token needs Better Auth's keys, and none could ever be fetched.
+    #[error("the token issuer's keys are not available yet, try again shortly")]
+    KeysUnavailable,
     /// 500. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -113,7 +116,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -5,6 +5,7 @@
 //! both come before anything about the request's path or body is looked at.
 
 pub mod domain;
+pub mod jwks;
 pub mod password;
 mod routes;
 pub mod token;
@@ -54,7 +55,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let subject = state.tokens.verify(bearer_token(parts)?)?;
+        let subject = state.tokens.verify(bearer_token(parts)?).await?;
         Ok(Self { subject })
     }
 }

@@ -1,21 +1,21 @@
 //! Issuing and verifying access tokens.
 //!
 //! Our own tokens are HS256, signed with `BETTER_AUTH_SECRET`. Verification dispatches on the
-//! header's `alg`: HS256 goes to the shared secret, and every other algorithm to
-//! [`TokenVerifier::verify_external`], the one place where Better Auth's JWKS-signed tokens
-//! are (or will be) handled. Each key only ever verifies its own algorithm.
+//! header's `alg`: HS256 goes to the shared secret only; EdDSA, ES256, RS256 and PS256 go to
+//! Better Auth's key set ([`JwksVerifier`]) when one is configured; anything else is refused.
+//! A key never verifies an algorithm outside its own family, so an HMAC token cannot be
+//! checked against a public key, nor the reverse.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::jwks::{JwksError, JwksVerifier};
 use crate::{config::Settings, error::ApiError};
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECONDS: u64 = 60;
 
 const INVALID_TOKEN: ApiError = ApiError::Unauthorized("invalid or expired token");
 
@@ -49,13 +49,14 @@ pub struct TokenVerifier {
     ttl: Duration,
     issuer: Option<String>,
     audience: Option<String>,
+    jwks: Option<Arc<JwksVerifier>>,
 }
 
 impl TokenVerifier {
-    pub fn new(secret: &[u8], settings: &Settings) -> Self {
+    pub fn new(secret: &[u8], settings: &Settings, jwks: Option<Arc<JwksVerifier>>) -> Self {
         let mut rules = Validation::new(Algorithm::HS256);
         rules.set_required_spec_claims(&["exp", "sub"]);
-        rules.leeway = LEEWAY_SECONDS;
+        rules.leeway = settings.jwt_leeway.as_secs();
         rules.validate_nbf = true;
         if let Some(issuer) = &settings.jwt_issuer {
             rules.set_issuer(&[issuer]);
@@ -71,6 +72,7 @@ impl TokenVerifier {
             ttl: settings.token_ttl,
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
+            jwks,
         }
     }
 
@@ -93,7 +95,7 @@ impl TokenVerifier {
     }
 
     /// Verifies a bearer token and returns its subject.
-    pub fn verify(&self, token: &str) -> Result<String, ApiError> {
+    pub async fn verify(&self, token: &str) -> Result<String, ApiError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(INVALID_TOKEN);
         }
@@ -109,17 +111,19 @@ impl TokenVerifier {
                 .claims
                 .sub
             }
-            _ => self.verify_external(&header, token)?,
+            Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256 | Algorithm::PS256 => {
+                let jwks = self.jwks.as_ref().ok_or(INVALID_TOKEN)?;
+                match jwks.verify(&header, token).await {
+                    Ok(subject) => subject,
+                    Err(JwksError::Invalid) => return Err(INVALID_TOKEN),
+                    Err(JwksError::NoKeys) => return Err(ApiError::KeysUnavailable),
+                }
+            }
+            _ => return Err(INVALID_TOKEN),
         };
         if subject.trim().is_empty() {
             return Err(INVALID_TOKEN);
         }
         Ok(subject)
-    }
-
-    /// Tokens signed with a key we do not share (Better Auth's JWKS). Until a key set is
-    /// configured, no other algorithm is accepted.
-    fn verify_external(&self, _header: &Header, _token: &str) -> Result<String, ApiError> {
-        Err(INVALID_TOKEN)
     }
 }
