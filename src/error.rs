@@ -76,6 +76,9 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(&'static str),
+    /// 412: `If-Match` names a version that is no longer current.
+    #[error("the task has changed since the version in If-Match")]
+    PreconditionFailed,
     /// 413.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -114,6 +117,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable | Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,

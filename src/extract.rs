@@ -288,3 +288,84 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
             .ok_or_else(|| ApiError::field("id", "must be a UUID"))
     }
 }
+
+/// The `If-Match` header: `*`, or a list of strong entity tags (`"3"`). A weak tag never
+/// matches, as RFC 9110 requires strong comparison for `If-Match`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfMatch {
+    Any,
+    Tags(Vec<String>),
+}
+
+impl IfMatch {
+    pub fn matches(&self, etag: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Tags(tags) => tags.iter().any(|tag| tag == etag),
+        }
+    }
+
+    fn parse(values: &[&str]) -> Option<Self> {
+        let mut tags = Vec::new();
+        for value in values {
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag == "*" {
+                    return Some(Self::Any);
+                }
+                let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+                let valid = opaque.len() >= 2
+                    && opaque.starts_with('"')
+                    && opaque.ends_with('"')
+                    && !opaque[1..opaque.len() - 1].contains('"');
+                if !valid {
+                    return None;
+                }
+                if !tag.starts_with("W/") {
+                    tags.push(tag.to_owned());
+                }
+            }
+        }
+        Some(Self::Tags(tags))
+    }
+}
+
+/// The optional `If-Match` precondition; 400 when the header is not a list of entity tags.
+pub struct Precondition(pub Option<IfMatch>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Precondition {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(header::IF_MATCH)
+            .iter()
+            .map(|value| value.to_str().unwrap_or("\u{0}"))
+            .collect();
+        if values.is_empty() {
+            return Ok(Self(None));
+        }
+        IfMatch::parse(&values)
+            .map(|condition| Self(Some(condition)))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "If-Match",
+                    "must be * or a list of entity tags such as \"3\"",
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IfMatch;
+
+    #[test]
+    fn if_match_takes_star_and_strong_tags_and_ignores_weak_ones() {
+        assert_eq!(IfMatch::parse(&["*"]), Some(IfMatch::Any));
+        let tags = IfMatch::parse(&["\"1\", W/\"2\"", "\"3\""]).unwrap();
+        assert!(tags.matches("\"1\"") && tags.matches("\"3\"") && !tags.matches("\"2\""));
+        assert_eq!(IfMatch::parse(&["3"]), None);
+        assert_eq!(IfMatch::parse(&["\"a\"b\""]), None);
+    }
+}

@@ -15,6 +15,8 @@ CREATE TABLE tasks (
     title       TEXT        NOT NULL,
     description TEXT,
     completed   BOOLEAN     NOT NULL DEFAULT FALSE,
+    -- Bumped by every change; the task's ETag, so that If-Match can refuse a stale write.
+    version     BIGINT      NOT NULL DEFAULT 1,
     created_at  TIMESTAMPTZ NOT NULL,
     updated_at  TIMESTAMPTZ NOT NULL
 );

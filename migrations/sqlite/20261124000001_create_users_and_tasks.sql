@@ -18,6 +18,8 @@ CREATE TABLE tasks (
     title       TEXT    NOT NULL,
     description TEXT,
     completed   INTEGER NOT NULL DEFAULT 0 CHECK (completed IN (0, 1)),
+    -- Bumped by every change; the task's ETag, so that If-Match can refuse a stale write.
+    version     INTEGER NOT NULL DEFAULT 1,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 );

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OnceCell, Semaphore};
 
-use super::domain::Password;
+use super::domain::{PASSWORD_MAX_BYTES, Password};
 use crate::error::ApiError;
 
 #[derive(Clone)]
@@ -36,9 +36,12 @@ impl PasswordHasher {
     /// `true` when `password` matches `hash`. A password over 72 bytes never matches: bcrypt
     /// would otherwise compare only its first 72 bytes.
     pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, ApiError> {
+        if password.len() > PASSWORD_MAX_BYTES {
+            return Ok(false);
+        }
         let password = password.to_owned();
         let hash = hash.to_owned();
-        self.run(move || Ok(bcrypt::non_truncating_verify(password, &hash).unwrap_or(false)))
+        self.run(move || Ok(bcrypt::verify(password, &hash).unwrap_or(false)))
             .await
     }
 

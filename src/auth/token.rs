@@ -55,7 +55,11 @@ pub struct TokenVerifier {
 impl TokenVerifier {
     pub fn new(secret: &[u8], settings: &Settings, jwks: Option<Arc<JwksVerifier>>) -> Self {
         let mut rules = Validation::new(Algorithm::HS256);
-        rules.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
+        required.extend(settings.jwt_issuer.as_ref().map(|_| "iss"));
+        required.extend(settings.jwt_audience.as_ref().map(|_| "aud"));
+        rules.set_required_spec_claims(&required);
         rules.leeway = settings.jwt_leeway.as_secs();
         rules.validate_nbf = true;
         if let Some(issuer) = &settings.jwt_issuer {

@@ -92,17 +92,24 @@ pub trait Store: Send + Sync + 'static {
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError>;
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
-    /// Applies `change` in one statement; `updated_at` becomes `now`, or just after the
-    /// previous value if the clock has not moved, so every change is visible in it.
+    /// Applies `change` in one statement, only to `version` when one is given; `updated_at`
+    /// becomes `now`, or just after the previous value if the clock has not moved, so every
+    /// change is visible in it. `None` when no such task (at that version) exists.
     async fn update_task(
         &self,
         owner: &str,
         id: Uuid,
         change: &TaskChange,
         now: DateTime<Utc>,
+        version: Option<i64>,
     ) -> Result<Option<Task>, StoreError>;
-    /// Deletes and returns the task.
-    async fn delete_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
+    /// Deletes and returns the task, only at `version` when one is given.
+    async fn delete_task(
+        &self,
+        owner: &str,
+        id: Uuid,
+        version: Option<i64>,
+    ) -> Result<Option<Task>, StoreError>;
 
     /// Closes the connection pool, waiting for connections in use to come back.
     async fn close(&self);
@@ -137,7 +144,7 @@ fn order_by(sort_by: SortBy, order: SortOrder, title_key: &'static str) -> Strin
 /// `concat!`ed into static SQL.
 macro_rules! task_columns {
     () => {
-        "id, user_id, title, description, completed, created_at, updated_at"
+        "id, user_id, title, description, completed, created_at, updated_at, version"
     };
 }
 use task_columns;

@@ -46,6 +46,7 @@ struct TaskRow {
     completed: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    version: i64,
 }
 
 impl From<TaskRow> for Task {
@@ -58,6 +59,7 @@ impl From<TaskRow> for Task {
             completed: row.completed,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            version: row.version,
         }
     }
 }
@@ -201,14 +203,16 @@ impl Store for PostgresStore {
         id: Uuid,
         change: &TaskChange,
         now: DateTime<Utc>,
+        version: Option<i64>,
     ) -> Result<Option<Task>, StoreError> {
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "UPDATE tasks SET
                  title = COALESCE($3, title),
                  description = CASE WHEN $4 THEN $5 ELSE description END,
                  completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
-                 updated_at = GREATEST($8, updated_at + interval '1 millisecond')
-             WHERE user_id = $1 AND id = $2
+                 updated_at = GREATEST($8, updated_at + interval '1 millisecond'),
+                 version = version + 1
+             WHERE user_id = $1 AND id = $2 AND ($9 IS NULL OR version = $9)
              RETURNING ",
             task_columns!()
         ))
@@ -228,18 +232,26 @@ impl Store for PostgresStore {
             Completion::Keep | Completion::Toggle => None,
         })
         .bind(now)
+        .bind(version)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Task::from))
     }
 
-    async fn delete_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
+    async fn delete_task(
+        &self,
+        owner: &str,
+        id: Uuid,
+        version: Option<i64>,
+    ) -> Result<Option<Task>, StoreError> {
         let row: Option<TaskRow> = sqlx::query_as(concat!(
-            "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING ",
+            "DELETE FROM tasks WHERE user_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)
+             RETURNING ",
             task_columns!()
         ))
         .bind(owner)
         .bind(id)
+        .bind(version)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Task::from))

@@ -61,6 +61,7 @@ struct TaskRow {
     completed: bool,
     created_at: i64,
     updated_at: i64,
+    version: i64,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -75,6 +76,7 @@ impl TryFrom<TaskRow> for Task {
             completed: row.completed,
             created_at: from_millis(row.created_at)?,
             updated_at: from_millis(row.updated_at)?,
+            version: row.version,
         })
     }
 }
@@ -235,14 +237,16 @@ impl Store for SqliteStore {
         id: Uuid,
         change: &TaskChange,
         now: DateTime<Utc>,
+        version: Option<i64>,
     ) -> Result<Option<Task>, StoreError> {
         let row = sqlx::query_as(concat!(
             "UPDATE tasks SET
                  title = COALESCE($3, title),
                  description = CASE WHEN $4 THEN $5 ELSE description END,
                  completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
-                 updated_at = max($8, updated_at + 1)
-             WHERE user_id = $1 AND id = $2
+                 updated_at = max($8, updated_at + 1),
+                 version = version + 1
+             WHERE user_id = $1 AND id = $2 AND ($9 IS NULL OR version = $9)
              RETURNING ",
             task_columns!()
         ))
@@ -262,18 +266,26 @@ impl Store for SqliteStore {
             Completion::Keep | Completion::Toggle => None,
         })
         .bind(now.timestamp_millis())
+        .bind(version)
         .fetch_optional(&self.pool)
         .await?;
         one_task(row)
     }
 
-    async fn delete_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
+    async fn delete_task(
+        &self,
+        owner: &str,
+        id: Uuid,
+        version: Option<i64>,
+    ) -> Result<Option<Task>, StoreError> {
         let row = sqlx::query_as(concat!(
-            "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING ",
+            "DELETE FROM tasks WHERE user_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)
+             RETURNING ",
             task_columns!()
         ))
         .bind(owner)
         .bind(id.to_string())
+        .bind(version)
         .fetch_optional(&self.pool)
         .await?;
         one_task(row)

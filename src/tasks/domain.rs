@@ -35,6 +35,16 @@ pub struct Task {
     #[serde(serialize_with = "rfc3339_millis")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-18T09:30:00.123Z")]
     pub updated_at: DateTime<Utc>,
+    /// Starts at 1 and grows with every change; sent as the `ETag` header, not in the body.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl Task {
+    /// The strong entity tag of this version of the task.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
 }
 
 /// Timestamps leave the service as RFC 3339 in UTC with millisecond precision and a `Z`.

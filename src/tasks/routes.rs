@@ -18,7 +18,7 @@ use crate::{
     app::AppState,
     auth::TaskOwner,
     error::{ApiError, Problem},
-    extract::{JsonBody, OptionalJsonBody, QueryPairs, TaskId},
+    extract::{JsonBody, OptionalJsonBody, Precondition, QueryPairs, TaskId},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -53,6 +53,29 @@ enum BodyErrors {
     /// Body not sent as `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     NotJson(Problem),
+}
+
+/// A task as the body, with its version as the `ETag`.
+fn task_response(status: StatusCode, task: Task, location: Option<HeaderValue>) -> Response {
+    let etag = HeaderValue::try_from(task.etag()).ok();
+    let mut response = (status, Json(task)).into_response();
+    let headers = response.headers_mut();
+    if let Some(etag) = etag {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Some(location) = location {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The failure of a conditional write.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum ConditionErrors {
+    /// `If-Match` names a version that is no longer current.
+    #[response(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Problem),
 }
 
 fn location(owner: &TaskOwner, task: &Task) -> HeaderValue {
@@ -97,7 +120,10 @@ async fn list_tasks(
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
         (status = 201, description = "Created", body = Task,
-            headers(("Location" = String, description = "The new task's URL"))),
+            headers(
+                ("Location" = String, description = "The new task's URL"),
+                ("ETag" = String, description = "The task's version, for If-Match"),
+            )),
         (status = 400, description = "A field is missing, invalid or unknown", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
         BodyErrors,
@@ -110,12 +136,8 @@ async fn create_task(
 ) -> Result<Response, ApiError> {
     let new = NewTask::from_json(body)?;
     let task = state.tasks.create(&owner.user_id, new).await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location(&owner, &task))],
-        Json(task),
-    )
-        .into_response())
+    let location = location(&owner, &task);
+    Ok(task_response(StatusCode::CREATED, task, Some(location)))
 }
 
 /// Read a task
@@ -129,7 +151,8 @@ async fn create_task(
     ),
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
-        (status = 200, description = "The task", body = Task),
+        (status = 200, description = "The task", body = Task,
+            headers(("ETag" = String, description = "The task's version, for If-Match"))),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
@@ -139,8 +162,9 @@ async fn get_task(
     State(state): State<AppState>,
     owner: TaskOwner,
     TaskId(id): TaskId,
-) -> Result<Json<Task>, ApiError> {
-    state.tasks.get(&owner.user_id, id).await.map(Json)
+) -> Result<Response, ApiError> {
+    let task = state.tasks.get(&owner.user_id, id).await?;
+    Ok(task_response(StatusCode::OK, task, None))
 }
 
 /// Replace a task
@@ -153,14 +177,17 @@ async fn get_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
     ),
     request_body(content = ReplaceTaskRequest, content_type = "application/json"),
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
-        (status = 200, description = "The replaced task", body = Task),
+        (status = 200, description = "The replaced task", body = Task,
+            headers(("ETag" = String, description = "The task's version, for If-Match"))),
         (status = 400, description = "The id or a field is invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
+        ConditionErrors,
         BodyErrors,
     )
 )]
@@ -168,14 +195,15 @@ async fn replace_task(
     State(state): State<AppState>,
     owner: TaskOwner,
     TaskId(id): TaskId,
+    Precondition(condition): Precondition,
     JsonBody(body): JsonBody,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<Response, ApiError> {
     let change = TaskChange::replace_from_json(body)?;
-    state
+    let task = state
         .tasks
-        .update(&owner.user_id, id, &change)
-        .await
-        .map(Json)
+        .update(&owner.user_id, id, &change, condition.as_ref())
+        .await?;
+    Ok(task_response(StatusCode::OK, task, None))
 }
 
 /// Update some fields of a task
@@ -188,14 +216,17 @@ async fn replace_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
     ),
     request_body(content = PatchTaskRequest, content_type = "application/json"),
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
-        (status = 200, description = "The updated task", body = Task),
+        (status = 200, description = "The updated task", body = Task,
+            headers(("ETag" = String, description = "The task's version, for If-Match"))),
         (status = 400, description = "The id or a field is invalid, or the body is empty", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
+        ConditionErrors,
         BodyErrors,
     )
 )]
@@ -203,14 +234,15 @@ async fn patch_task(
     State(state): State<AppState>,
     owner: TaskOwner,
     TaskId(id): TaskId,
+    Precondition(condition): Precondition,
     JsonBody(body): JsonBody,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<Response, ApiError> {
     let change = TaskChange::patch_from_json(body)?;
-    state
+    let task = state
         .tasks
-        .update(&owner.user_id, id, &change)
-        .await
-        .map(Json)
+        .update(&owner.user_id, id, &change, condition.as_ref())
+        .await?;
+    Ok(task_response(StatusCode::OK, task, None))
 }
 
 /// Complete or reopen a task
@@ -223,14 +255,17 @@ async fn patch_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
     ),
     request_body(content = Option<CompleteTaskRequest>, content_type = "application/json"),
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
-        (status = 200, description = "The updated task", body = Task),
+        (status = 200, description = "The updated task", body = Task,
+            headers(("ETag" = String, description = "The task's version, for If-Match"))),
         (status = 400, description = "The id or the body is invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
+        ConditionErrors,
         BodyErrors,
     )
 )]
@@ -238,14 +273,15 @@ async fn complete_task(
     State(state): State<AppState>,
     owner: TaskOwner,
     TaskId(id): TaskId,
+    Precondition(condition): Precondition,
     OptionalJsonBody(body): OptionalJsonBody,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<Response, ApiError> {
     let change = TaskChange::completion_from_json(body)?;
-    state
+    let task = state
         .tasks
-        .update(&owner.user_id, id, &change)
-        .await
-        .map(Json)
+        .update(&owner.user_id, id, &change, condition.as_ref())
+        .await?;
+    Ok(task_response(StatusCode::OK, task, None))
 }
 
 /// Delete a task
@@ -258,6 +294,7 @@ async fn complete_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
     ),
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
@@ -265,12 +302,18 @@ async fn complete_task(
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
+        ConditionErrors,
     )
 )]
 async fn delete_task(
     State(state): State<AppState>,
     owner: TaskOwner,
     TaskId(id): TaskId,
+    Precondition(condition): Precondition,
 ) -> Result<Json<Task>, ApiError> {
-    state.tasks.delete(&owner.user_id, id).await.map(Json)
+    state
+        .tasks
+        .delete(&owner.user_id, id, condition.as_ref())
+        .await
+        .map(Json)
 }

@@ -8,7 +8,7 @@ use super::{
     domain::{ListQuery, NewTask, Task, TaskChange, TaskPage, now_millis},
     events::{TaskEvent, TaskEvents},
 };
-use crate::{error::ApiError, storage::Store};
+use crate::{error::ApiError, extract::IfMatch, storage::Store};
 
 const TASK_NOT_FOUND: ApiError = ApiError::NotFound("no such task");
 
@@ -33,6 +33,7 @@ impl TaskService {
             completed: new.completed,
             created_at: now,
             updated_at: now,
+            version: 1,
         };
         self.store.insert_task(&task).await?;
         self.events.publish(TaskEvent::Created(task.clone()));
@@ -53,23 +54,59 @@ impl TaskService {
         owner: &str,
         id: Uuid,
         change: &TaskChange,
+        condition: Option<&IfMatch>,
     ) -> Result<Task, ApiError> {
+        let version = self.expected_version(owner, id, condition).await?;
         let task = self
             .store
-            .update_task(owner, id, change, now_millis())
+            .update_task(owner, id, change, now_millis(), version)
             .await?
-            .ok_or(TASK_NOT_FOUND)?;
+            .ok_or_else(|| missing(version))?;
         self.events.publish(TaskEvent::Updated(task.clone()));
         Ok(task)
     }
 
-    pub async fn delete(&self, owner: &str, id: Uuid) -> Result<Task, ApiError> {
+    pub async fn delete(
+        &self,
+        owner: &str,
+        id: Uuid,
+        condition: Option<&IfMatch>,
+    ) -> Result<Task, ApiError> {
+        let version = self.expected_version(owner, id, condition).await?;
         let task = self
             .store
-            .delete_task(owner, id)
+            .delete_task(owner, id, version)
             .await?
-            .ok_or(TASK_NOT_FOUND)?;
+            .ok_or_else(|| missing(version))?;
         self.events.publish(TaskEvent::Deleted(task.clone()));
         Ok(task)
+    }
+
+    /// The version a conditional write must find: the current one, if `condition` accepts
+    /// it. The write checks it again, so a change in between is a 412, never a lost update.
+    async fn expected_version(
+        &self,
+        owner: &str,
+        id: Uuid,
+        condition: Option<&IfMatch>,
+    ) -> Result<Option<i64>, ApiError> {
+        let Some(condition) = condition else {
+            return Ok(None);
+        };
+        let current = self.get(owner, id).await?;
+        if condition.matches(&current.etag()) {
+            Ok(Some(current.version))
+        } else {
+            Err(ApiError::PreconditionFailed)
+        }
+    }
+}
+
+/// A write that found no row: no such task, or (when conditional) one changed meanwhile.
+fn missing(version: Option<i64>) -> ApiError {
+    if version.is_some() {
+        ApiError::PreconditionFailed
+    } else {
+        TASK_NOT_FOUND
     }
 }
