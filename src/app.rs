@@ -2,21 +2,27 @@
 //! listener, and serves until a shutdown signal. Tests start the very same application on
 //! port 0.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Extension, Router,
     body::Body,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{HeaderName, HeaderValue, Method, header},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use tokio::net::TcpListener;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
+    timeout::TimeoutLayer,
 };
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -24,7 +30,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    auth::{self, jwks::JwksVerifier, password::PasswordHasher, token::TokenVerifier},
+    auth::{
+        self, jwks::JwksVerifier, password::PasswordHasher, rate_limit::AuthRateLimits,
+        token::TokenVerifier,
+    },
     config::Settings,
     error::{ApiError, problem_for_bare_errors},
     extract::BodyLimit,
@@ -44,12 +53,15 @@ pub struct AppState {
     pub tasks: TaskService,
     pub tokens: Arc<TokenVerifier>,
     pub passwords: PasswordHasher,
+    pub rate_limits: Arc<AuthRateLimits>,
+    pub max_page_size: u32,
 }
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
     store: Arc<dyn Store>,
+    shutdown_grace: Duration,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,6 +78,9 @@ impl Application {
         events: Arc<dyn TaskEvents>,
     ) -> anyhow::Result<Self> {
         let store = storage::connect(&settings).await?;
+        if settings.migrate_on_start {
+            store.migrate().await?;
+        }
         let secret = match &settings.jwt_secret {
             Some(secret) => secret.expose().as_bytes().to_vec(),
             None => {
@@ -90,7 +105,13 @@ impl Application {
             tasks: TaskService::new(store.clone(), events),
             store: store.clone(),
             tokens: Arc::new(TokenVerifier::new(&secret, &settings, jwks.clone())),
-            passwords: PasswordHasher::new(settings.bcrypt_cost),
+            passwords: PasswordHasher::new(
+                settings.bcrypt_cost,
+                settings.password_hash_concurrency,
+                settings.password_hash_queue,
+            ),
+            rate_limits: Arc::new(AuthRateLimits::new(&settings)),
+            max_page_size: settings.max_page_size,
         };
         let router = router(state, &settings);
         let listener = TcpListener::bind((settings.host, settings.port)).await?;
@@ -99,6 +120,7 @@ impl Application {
             listener,
             router,
             store,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -111,18 +133,41 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `stop` completes, then lets in-flight requests finish.
+    /// Serves until `stop` completes; then new connections are refused and in-flight
+    /// requests get the shutdown grace period to finish before they are dropped.
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            stop.await;
+            stopping.send(()).ok();
+        };
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(stop)
-            .await?;
-        self.store.close().await;
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(stop);
+        let grace = self.shutdown_grace;
+        let grace_over = async move {
+            match stopped.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = server.into_future() => result?,
+            () = grace_over => tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "shutdown grace period over; dropping requests still in flight"
+            ),
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections did not close in time");
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -138,6 +183,11 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(|| async { ApiError::NotFound("no such route") })
+        // A request still running after this is answered with a 503 (and its work dropped).
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(Extension(BodyLimit(settings.max_body_bytes)))
@@ -145,6 +195,10 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
+        ))
+        .layer(middleware::from_fn_with_state(
+            settings.max_header_bytes,
+            limit_header_bytes,
         ))
         .layer(middleware::from_fn(log_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
@@ -207,6 +261,23 @@ async fn log_request(request: Request<Body>, next: Next) -> Response {
         }
     });
     response
+}
+
+/// 431 when the request's header names and values add up to more than the limit.
+async fn limit_header_bytes(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > limit {
+        return ApiError::HeadersTooLarge(limit).into_response();
+    }
+    next.run(request).await
 }
 
 async fn shutdown_signal() {

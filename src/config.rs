@@ -76,7 +76,27 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted total of request header names and values, in bytes.
+    pub max_header_bytes: usize,
+    /// A request still running after this gets a 408.
+    pub request_timeout: Duration,
+    /// Largest `page_size` a listing accepts.
+    pub max_page_size: u32,
     pub log_format: LogFormat,
+    /// How long start-up keeps retrying an unreachable database (zero: one attempt).
+    pub database_startup_timeout: Duration,
+    /// Apply migrations at start-up (off by default behind PgBouncer: migrate on the direct URL).
+    pub migrate_on_start: bool,
+    /// After SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace: Duration,
+    /// Sign-up and login attempts allowed per client address per minute; 0 disables.
+    pub auth_rate_limit_per_ip: u32,
+    /// Login attempts allowed per account (username or email) per minute; 0 disables.
+    pub auth_rate_limit_per_account: u32,
+    /// bcrypt computations running at once.
+    pub password_hash_concurrency: usize,
+    /// bcrypt computations allowed to wait; beyond that, sign-up and login get a 503.
+    pub password_hash_queue: usize,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://todo.db";
@@ -121,7 +141,20 @@ impl Settings {
             bcrypt_cost: 12,
             cors_origins: Vec::new(),
             max_body_bytes: 128 * 1024,
+            // Above 64 KiB: an oversized bearer token must still get its 401, not a 431.
+            max_header_bytes: 128 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_page_size: 100,
             log_format: LogFormat::Text,
+            database_startup_timeout: Duration::from_secs(30),
+            migrate_on_start: true,
+            shutdown_grace: Duration::from_secs(30),
+            auth_rate_limit_per_ip: 30,
+            auth_rate_limit_per_account: 10,
+            // Leave a core to the task routes while logins hash.
+            password_hash_concurrency: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            password_hash_queue: 64,
         }
     }
 
@@ -242,6 +275,49 @@ impl Settings {
             settings.max_body_bytes =
                 parse_in_range("MAX_BODY_BYTES", &value, 1024, 16 * 1024 * 1024)? as usize;
         }
+        if let Some(value) = get("MAX_HEADER_BYTES") {
+            settings.max_header_bytes =
+                parse_in_range("MAX_HEADER_BYTES", &value, 1024, 1024 * 1024)? as usize;
+        }
+        if let Some(value) = get("REQUEST_TIMEOUT_SECONDS") {
+            settings.request_timeout =
+                Duration::from_secs(parse_in_range("REQUEST_TIMEOUT_SECONDS", &value, 1, 3600)?);
+        }
+        if let Some(value) = get("MAX_PAGE_SIZE") {
+            settings.max_page_size = parse_in_range("MAX_PAGE_SIZE", &value, 1, 1000)? as u32;
+        }
+        if let Some(value) = get("DATABASE_STARTUP_TIMEOUT_SECONDS") {
+            settings.database_startup_timeout = Duration::from_secs(parse_in_range(
+                "DATABASE_STARTUP_TIMEOUT_SECONDS",
+                &value,
+                0,
+                3600,
+            )?);
+        }
+        settings.migrate_on_start = !is_pgbouncer_url(settings.database_url.expose());
+        if let Some(value) = get("MIGRATE_ON_START") {
+            settings.migrate_on_start = parse_bool("MIGRATE_ON_START", &value)?;
+        }
+        if let Some(value) = get("SHUTDOWN_GRACE_SECONDS") {
+            settings.shutdown_grace =
+                Duration::from_secs(parse_in_range("SHUTDOWN_GRACE_SECONDS", &value, 0, 3600)?);
+        }
+        if let Some(value) = get("AUTH_RATE_LIMIT_PER_IP") {
+            settings.auth_rate_limit_per_ip =
+                parse_in_range("AUTH_RATE_LIMIT_PER_IP", &value, 0, 1_000_000)? as u32;
+        }
+        if let Some(value) = get("AUTH_RATE_LIMIT_PER_ACCOUNT") {
+            settings.auth_rate_limit_per_account =
+                parse_in_range("AUTH_RATE_LIMIT_PER_ACCOUNT", &value, 0, 1_000_000)? as u32;
+        }
+        if let Some(value) = get("PASSWORD_HASH_CONCURRENCY") {
+            settings.password_hash_concurrency =
+                parse_in_range("PASSWORD_HASH_CONCURRENCY", &value, 1, 256)? as usize;
+        }
+        if let Some(value) = get("PASSWORD_HASH_QUEUE") {
+            settings.password_hash_queue =
+                parse_in_range("PASSWORD_HASH_QUEUE", &value, 0, 100_000)? as usize;
+        }
         if let Some(value) = get("LOG_FORMAT") {
             settings.log_format = match value.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,
@@ -302,6 +378,23 @@ fn database_kind(url: &str) -> Result<DatabaseKind, ConfigError> {
             "must start with sqlite:, postgres:// or postgresql://",
         ))
     }
+}
+
+fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(variable, "must be true or false")),
+    }
+}
+
+/// Whether a PostgreSQL URL says it goes through PgBouncer (`pgbouncer=true`, the convention
+/// other tools use), where named prepared statements cannot be used.
+pub fn is_pgbouncer_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|url| {
+        url.query_pairs()
+            .any(|(key, value)| key == "pgbouncer" && matches!(&*value, "true" | "1"))
+    })
 }
 
 fn parse_in_range(

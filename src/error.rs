@@ -76,12 +76,21 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(&'static str),
+    /// 429: too many sign-up or login attempts; try again after the given seconds.
+    #[error("too many attempts; try again in {retry_after_seconds} s")]
+    TooManyRequests { retry_after_seconds: u64 },
+    /// 503: too many passwords are being hashed already.
+    #[error("too many sign-ins at once; try again shortly")]
+    Overloaded,
     /// 412: `If-Match` names a version that is no longer current.
     #[error("the task has changed since the version in If-Match")]
     PreconditionFailed,
     /// 413.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 431.
+    #[error("request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
@@ -119,8 +128,12 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable | Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable | Self::KeysUnavailable | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,10 +167,17 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match &self {
+            Self::TooManyRequests {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -68,7 +68,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    storage::connect(&settings).await?.close().await;
+    let store = storage::connect(&settings).await?;
+    store.migrate().await?;
+    store.close().await;
     tracing::info!("migrations applied");
     Ok(())
 }

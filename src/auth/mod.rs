@@ -7,6 +7,7 @@
 pub mod domain;
 pub mod jwks;
 pub mod password;
+pub mod rate_limit;
 mod routes;
 pub mod token;
 

@@ -1,5 +1,8 @@
-//! Password hashing with bcrypt, off the async executor and bounded in concurrency so that a
-//! flood of logins queues instead of occupying every core.
+//! Password hashing with bcrypt, off the async executor and bounded twice: at most
+//! `password_hash_concurrency` hashes run at once (by default one core fewer than the
+//! machine has, so the task routes keep a core during a login flood), and at most
+//! `password_hash_queue` wait; past that, sign-up and login get a 503 at once instead of
+//! queueing without end.
 
 use std::sync::Arc;
 
@@ -11,18 +14,21 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct PasswordHasher {
     cost: u32,
-    permits: Arc<Semaphore>,
+    /// Hashes running or waiting.
+    admitted: Arc<Semaphore>,
+    /// Hashes running.
+    running: Arc<Semaphore>,
     /// A hash of nothing anyone knows, verified against when a login names no account, so
     /// that an unknown user takes as long as a wrong password.
     dummy_hash: Arc<OnceCell<String>>,
 }
 
 impl PasswordHasher {
-    pub fn new(cost: u32) -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    pub fn new(cost: u32, concurrency: usize, queue: usize) -> Self {
         Self {
             cost,
-            permits: Arc::new(Semaphore::new(cores)),
+            admitted: Arc::new(Semaphore::new(concurrency + queue)),
+            running: Arc::new(Semaphore::new(concurrency)),
             dummy_hash: Arc::new(OnceCell::new()),
         }
     }
@@ -62,7 +68,11 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
+        let _admitted = self
+            .admitted
+            .try_acquire()
+            .map_err(|_| ApiError::Overloaded)?;
+        let _running = self.running.acquire().await.map_err(ApiError::internal)?;
         tokio::task::spawn_blocking(work)
             .await
             .map_err(ApiError::internal)?

@@ -1,8 +1,10 @@
 //! `POST /api/auth/signup`, `POST /api/auth/login` and `GET /api/auth/me`.
 
+use std::net::SocketAddr;
+
 use axum::{
     Json,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -60,16 +62,21 @@ fn issue(state: &AppState, user: User) -> Result<AuthResponse, ApiError> {
         (status = 201, description = "Account created", body = AuthResponse),
         (status = 400, description = "A field is missing or invalid, or the passwords differ", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Username or email already taken", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client or for this account", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or too many passwords being hashed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn signup(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    state.rate_limits.check_client(client.ip())?;
     let signup = Signup::from_json(body)?;
+    state.rate_limits.check_account(signup.email.as_str())?;
     // Checked before hashing so that a duplicate costs no bcrypt time; the unique indexes
     // still decide when two sign-ups race.
     match state.store.taken(&signup.username, &signup.email).await? {
@@ -108,13 +115,24 @@ async fn signup(
         (status = 200, description = "Logged in", body = AuthResponse),
         (status = 400, description = "A field is missing or invalid", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong username, email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client or for this account", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or too many passwords being hashed", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn login(State(state): State<AppState>, body: JsonOrForm) -> Result<Response, ApiError> {
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: JsonOrForm,
+) -> Result<Response, ApiError> {
+    state.rate_limits.check_client(client.ip())?;
     let login = Login::from_body(body.object, body.is_form)?;
+    state.rate_limits.check_account(match &login.id {
+        LoginId::Username(name) => name,
+        LoginId::Email(email) => email,
+    })?;
     let credentials = state.store.find_credentials(&login.id).await?;
     let user = match credentials {
         Some(credentials)

@@ -7,7 +7,10 @@
 mod postgres;
 mod sqlite;
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,16 +41,23 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
-            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
-                Self::Unavailable(error)
-            }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(error),
+            _ if is_unavailable(&error) => Self::Unavailable(error),
             _ => Self::Other(error.into()),
         }
+    }
+}
+
+/// Whether `error` means the database cannot be reached right now, rather than that the
+/// request is wrong.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => is_transient(db.code().as_deref()),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }
 
@@ -71,6 +81,9 @@ pub struct Taken {
 /// What the service needs from a database, and nothing more.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Applies pending schema migrations.
+    async fn migrate(&self) -> anyhow::Result<()>;
+
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -115,8 +128,38 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Connects to the database `settings` names and applies pending migrations.
+/// Connects to the database `settings` names. While it is unreachable (a Neon compute
+/// waking up, a container starting after us) this retries with backoff for
+/// `database_startup_timeout`, logging each attempt; other errors fail at once.
 pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let deadline = Instant::now() + settings.database_startup_timeout;
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1.. {
+        let error = match connect_once(settings).await {
+            Ok(store) => return Ok(store),
+            Err(error) => error,
+        };
+        let transient = error
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(is_unavailable);
+        if !transient || Instant::now() + delay > deadline {
+            return Err(error.context(format!(
+                "could not connect to the database (attempt {attempt})"
+            )));
+        }
+        tracing::warn!(
+            attempt,
+            retry_in_ms = delay.as_millis() as u64,
+            error = %error,
+            "the database is not reachable yet; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    unreachable!("the retry loop only ends by returning")
+}
+
+async fn connect_once(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match settings.database_kind()? {
         DatabaseKind::Sqlite => Arc::new(SqliteStore::connect(settings).await?),
         DatabaseKind::Postgres => Arc::new(PostgresStore::connect(settings).await?),

@@ -13,27 +13,43 @@ use uuid::Uuid;
 use super::{Store, StoreError, Taken, listing_queries, task_columns};
 use crate::{
     auth::domain::{Email, LoginId, User, UserCredentials, Username},
-    config::Settings,
+    config::{Settings, is_pgbouncer_url},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
 };
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// False behind PgBouncer in transaction mode, where a named prepared statement may land
+    /// on a server connection that already has one of that name: statements stay unnamed.
+    persistent: bool,
 }
 
 impl PostgresStore {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let url = settings.database_url.expose();
+        let pgbouncer = is_pgbouncer_url(url);
         // The URL's own parameters (sslmode, sslrootcert, options …) are honoured as given,
-        // so a Neon connection string works as pasted.
-        let options = PgConnectOptions::from_str(settings.database_url.expose())?;
+        // so a Neon connection string works as pasted. `pgbouncer` is ours, not libpq's.
+        let mut url = url::Url::parse(url)?;
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(key, _)| key != "pgbouncer")
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+        let options = PgConnectOptions::from_str(url.as_str())?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
             .acquire_timeout(settings.database_acquire_timeout)
             .connect_with(options)
             .await?;
-        // sqlx takes an advisory lock here, so instances starting together migrate once.
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            persistent: !pgbouncer,
+        })
     }
 }
 
@@ -89,6 +105,14 @@ impl From<UserRow> for UserCredentials {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        // sqlx takes an advisory lock here, so instances starting together migrate once.
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -101,6 +125,7 @@ impl Store for PostgresStore {
         )
         .bind(username.as_str())
         .bind(email.as_str())
+        .persistent(self.persistent)
         .fetch_one(&self.pool)
         .await?;
         Ok(Taken { username, email })
@@ -116,6 +141,7 @@ impl Store for PostgresStore {
         .bind(&user.email)
         .bind(password_hash)
         .bind(user.created_at)
+        .persistent(self.persistent)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -138,6 +164,7 @@ impl Store for PostgresStore {
         };
         let row: Option<UserRow> = sqlx::query_as(sql)
             .bind(value)
+            .persistent(self.persistent)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(UserCredentials::from))
@@ -148,6 +175,7 @@ impl Store for PostgresStore {
             "SELECT id, username, email, password_hash, created_at FROM users WHERE id = $1",
         )
         .bind(id)
+        .persistent(self.persistent)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|row| UserCredentials::from(row).user))
@@ -165,6 +193,7 @@ impl Store for PostgresStore {
         .bind(task.completed)
         .bind(task.created_at)
         .bind(task.updated_at)
+        .persistent(self.persistent)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -176,8 +205,16 @@ impl Store for PostgresStore {
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError> {
         let (mut page, mut count) = listing_queries(owner, query, "lower(title) COLLATE \"C\"");
-        let rows: Vec<TaskRow> = page.build_query_as().fetch_all(&self.pool).await?;
-        let (total,): (i64,) = count.build_query_as().fetch_one(&self.pool).await?;
+        let rows: Vec<TaskRow> = page
+            .build_query_as()
+            .persistent(self.persistent)
+            .fetch_all(&self.pool)
+            .await?;
+        let (total,): (i64,) = count
+            .build_query_as()
+            .persistent(self.persistent)
+            .fetch_one(&self.pool)
+            .await?;
         Ok((
             rows.into_iter().map(Task::from).collect(),
             total.max(0) as u64,
@@ -192,6 +229,7 @@ impl Store for PostgresStore {
         ))
         .bind(owner)
         .bind(id)
+        .persistent(self.persistent)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Task::from))
@@ -233,6 +271,7 @@ impl Store for PostgresStore {
         })
         .bind(now)
         .bind(version)
+        .persistent(self.persistent)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Task::from))
@@ -252,6 +291,7 @@ impl Store for PostgresStore {
         .bind(owner)
         .bind(id)
         .bind(version)
+        .persistent(self.persistent)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Task::from))

@@ -47,7 +47,6 @@ impl SqliteStore {
             pool = pool.idle_timeout(None).max_lifetime(None);
         }
         let pool = pool.connect_with(options).await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
 }
@@ -119,6 +118,11 @@ fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

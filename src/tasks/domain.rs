@@ -15,7 +15,6 @@ use crate::{
 pub const TITLE_MAX_CHARS: usize = 255;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 pub const SEARCH_MAX_CHARS: usize = 255;
-pub const PAGE_SIZE_MAX: u32 = 100;
 pub const PAGE_SIZE_DEFAULT: u32 = 20;
 
 /// A stored task, as every task route returns it.
@@ -369,7 +368,10 @@ impl Default for ListQuery {
 
 impl ListQuery {
     /// Parses the query parameters, reporting every bad or unknown one.
-    pub fn parse(mut params: HashMap<String, String>) -> Result<Self, ApiError> {
+    pub fn parse(
+        mut params: HashMap<String, String>,
+        max_page_size: u32,
+    ) -> Result<Self, ApiError> {
         let mut query = Self::default();
         let mut errors = Vec::new();
         let mut check = |name: &str, result: Result<(), String>| {
@@ -386,7 +388,7 @@ impl ListQuery {
         if let Some(value) = params.remove("page_size") {
             check(
                 "page_size",
-                parse_number(&value, 1, PAGE_SIZE_MAX).map(|n| query.page_size = n),
+                parse_number(&value, 1, max_page_size).map(|n| query.page_size = n),
             );
         }
         if let Some(value) = params.remove("sort_by") {
@@ -505,17 +507,20 @@ mod tests {
     #[test]
     fn listing_defaults_and_every_bad_parameter_is_named() {
         assert_eq!(
-            ListQuery::parse(HashMap::new()).unwrap(),
+            ListQuery::parse(HashMap::new(), 100).unwrap(),
             ListQuery::default()
         );
-        let Err(ApiError::Validation { errors, .. }) = ListQuery::parse(params(&[
-            ("page", "0"),
-            ("page_size", "1000"),
-            ("sort_by", "password"),
-            ("sort_order", "up"),
-            ("completed", "yes"),
-            ("colour", "red"),
-        ])) else {
+        let Err(ApiError::Validation { errors, .. }) = ListQuery::parse(
+            params(&[
+                ("page", "0"),
+                ("page_size", "1000"),
+                ("sort_by", "password"),
+                ("sort_order", "up"),
+                ("completed", "yes"),
+                ("colour", "red"),
+            ]),
+            100,
+        ) else {
             panic!("expected a validation error");
         };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -534,7 +539,7 @@ mod tests {
 
     #[test]
     fn search_text_is_escaped_for_like() {
-        let query = ListQuery::parse(params(&[("q", " 50%_Off\\ ")])).unwrap();
+        let query = ListQuery::parse(params(&[("q", " 50%_Off\\ ")]), 100).unwrap();
         assert_eq!(query.q.unwrap().like_pattern(), "%50\\%\\_off\\\\%");
     }
 

@@ -106,7 +106,7 @@ async fn list_tasks(
     owner: TaskOwner,
     QueryPairs(params): QueryPairs,
 ) -> Result<Json<TaskPage>, ApiError> {
-    let query = ListQuery::parse(params)?;
+    let query = ListQuery::parse(params, state.max_page_size)?;
     state.tasks.list(&owner.user_id, &query).await.map(Json)
 }
 

@@ -99,6 +99,9 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.port = 0;
     settings.bcrypt_cost = 4;
     settings.jwt_secret = Some(Secret::new(SECRET));
+    // Tests sign up and log in far faster than people do; the limits have tests of their own.
+    settings.auth_rate_limit_per_ip = 0;
+    settings.auth_rate_limit_per_account = 0;
     settings
 }
 
@@ -319,4 +322,127 @@ pub fn hs256_token(claims: &Value, secret: &str) -> String {
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// Like [`on_both_databases!`], for tests that start the application themselves (with
+/// [`TestApp::spawn_with`], say): the body receives the backend, once per database.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(
+        $(#[$meta:meta])*
+        async fn $name:ident($backend:ident: Backend) $body:block
+    )*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: Backend) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run(Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                run(Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// Parses an RFC 3339 timestamp of the API, asserting that it is in UTC with a `Z` suffix.
+pub fn timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp {value} is a string"));
+    assert!(text.ends_with('Z'), "timestamp {text} ends in Z");
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|error| panic!("timestamp {text} is RFC 3339: {error}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// The seven task routes, for the rules that must hold on every one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskRoute {
+    List,
+    Create,
+    Read,
+    Replace,
+    Update,
+    Complete,
+    Delete,
+}
+
+impl TaskRoute {
+    pub const ALL: [TaskRoute; 7] = [
+        TaskRoute::List,
+        TaskRoute::Create,
+        TaskRoute::Read,
+        TaskRoute::Replace,
+        TaskRoute::Update,
+        TaskRoute::Complete,
+        TaskRoute::Delete,
+    ];
+
+    /// The routes whose path names one task.
+    pub const ON_ONE_TASK: [TaskRoute; 5] = [
+        TaskRoute::Read,
+        TaskRoute::Replace,
+        TaskRoute::Update,
+        TaskRoute::Complete,
+        TaskRoute::Delete,
+    ];
+
+    /// The routes that read a JSON body.
+    pub const WITH_BODY: [TaskRoute; 4] = [
+        TaskRoute::Create,
+        TaskRoute::Replace,
+        TaskRoute::Update,
+        TaskRoute::Complete,
+    ];
+
+    pub fn method(self) -> Method {
+        match self {
+            TaskRoute::List | TaskRoute::Read => Method::GET,
+            TaskRoute::Create => Method::POST,
+            TaskRoute::Replace => Method::PUT,
+            TaskRoute::Update | TaskRoute::Complete => Method::PATCH,
+            TaskRoute::Delete => Method::DELETE,
+        }
+    }
+
+    /// The route's path under `user_id`; `task_id` is ignored by the collection routes.
+    pub fn path(self, user_id: &str, task_id: &str) -> String {
+        match self {
+            TaskRoute::List | TaskRoute::Create => format!("/api/{user_id}/tasks"),
+            TaskRoute::Complete => format!("/api/{user_id}/tasks/{task_id}/complete"),
+            _ => format!("/api/{user_id}/tasks/{task_id}"),
+        }
+    }
+
+    /// A body the route accepts, for the routes that take one.
+    pub fn valid_body(self) -> Option<Value> {
+        match self {
+            TaskRoute::Create => Some(json!({"title": "Created by the route table"})),
+            TaskRoute::Replace => Some(json!({
+                "title": "Replaced by the route table",
+                "description": null,
+                "completed": true,
+            })),
+            TaskRoute::Update => Some(json!({"title": "Patched by the route table"})),
+            TaskRoute::Complete => Some(json!({"completed": true})),
+            TaskRoute::List | TaskRoute::Read | TaskRoute::Delete => None,
+        }
+    }
+
+    /// A request for this route, with its valid body (if any) and no credentials.
+    pub fn request(self, app: &TestApp, user_id: &str, task_id: &str) -> RequestBuilder {
+        let request = app.request(self.method(), &self.path(user_id, task_id));
+        match self.valid_body() {
+            Some(body) => request.json(&body),
+            None => request,
+        }
+    }
 }
