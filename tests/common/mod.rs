@@ -135,8 +135,23 @@ impl TestApp {
                 (url_for_database(&admin, &name), None, Some(name))
             }
         };
-        let mut settings = test_settings(&database_url);
+        let mut app = Self::spawn_on(&database_url, configure).await;
+        app.backend = backend;
+        app._sqlite_dir = sqlite_dir;
+        app.postgres_database = postgres_database;
+        app
+    }
+
+    /// Starts the application on a database the caller provides (a cluster of its own, a
+    /// pooler, a TLS endpoint …). Nothing is dropped afterwards.
+    pub async fn spawn_on(database_url: &str, configure: impl FnOnce(&mut Settings)) -> Self {
+        init_logs();
+        let mut settings = test_settings(database_url);
         configure(&mut settings);
+        let backend = match settings.database_kind().expect("a known database") {
+            todo_api::config::DatabaseKind::Sqlite => Backend::Sqlite,
+            todo_api::config::DatabaseKind::Postgres => Backend::Postgres,
+        };
         let application = Application::build(settings)
             .await
             .expect("application starts");
@@ -157,11 +172,11 @@ impl TestApp {
                 .build()
                 .expect("HTTP client"),
             backend,
-            database_url,
+            database_url: database_url.to_owned(),
             stop: Some(stop),
             server: Some(server),
-            _sqlite_dir: sqlite_dir,
-            postgres_database,
+            _sqlite_dir: None,
+            postgres_database: None,
         }
     }
 
