@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -26,6 +26,9 @@ use crate::config::{JwksSettings, Settings};
 
 /// A key set larger than this is refused.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// A key set older than this is fetched again before use, so that keys removed from it stop
+/// verifying tokens.
+const MAX_CACHE_AGE: Duration = Duration::from_secs(300);
 /// Key ids longer than this are refused without a lookup.
 const MAX_KID_BYTES: usize = 256;
 
@@ -49,7 +52,8 @@ pub struct JwksVerifier {
     leeway: u64,
     refetch_interval: Duration,
     keys: RwLock<Arc<HashMap<String, Arc<VerifyingKey>>>>,
-    ever_fetched: AtomicBool,
+    /// When the key set was last fetched successfully; `None` before the first time.
+    fetched_at: std::sync::Mutex<Option<Instant>>,
     /// Held while fetching; holds the time of the last attempt.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     fetches: AtomicU64,
@@ -78,7 +82,7 @@ impl JwksVerifier {
             leeway: settings.jwt_leeway.as_secs(),
             refetch_interval: settings.jwks_refetch_interval,
             keys: RwLock::new(Arc::default()),
-            ever_fetched: AtomicBool::new(false),
+            fetched_at: std::sync::Mutex::new(None),
             last_fetch: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
         })
@@ -102,16 +106,18 @@ impl JwksVerifier {
             .as_deref()
             .filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_BYTES)
             .ok_or(JwksError::Invalid)?;
+        if self.is_stale() {
+            self.refresh_stale().await;
+        }
         let key = match self.cached(kid) {
             Some(key) => key,
             None => {
                 self.refetch_for(kid).await;
-                self.cached(kid)
-                    .ok_or(if self.ever_fetched.load(Ordering::Relaxed) {
-                        JwksError::Invalid
-                    } else {
-                        JwksError::NoKeys
-                    })?
+                self.cached(kid).ok_or(if self.fetched_at().is_some() {
+                    JwksError::Invalid
+                } else {
+                    JwksError::NoKeys
+                })?
             }
         };
         if !key.algorithms.contains(&header.alg) {
@@ -137,6 +143,31 @@ impl JwksVerifier {
         keys.get(kid).cloned()
     }
 
+    fn fetched_at(&self) -> Option<Instant> {
+        *self
+            .fetched_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the cached set is old enough that keys Better Auth has since dropped (revoked
+    /// or past their grace period) should be forgotten.
+    fn is_stale(&self) -> bool {
+        self.fetched_at()
+            .is_some_and(|at| at.elapsed() >= MAX_CACHE_AGE)
+    }
+
+    /// Refetches a stale set, at most once per refetch interval. If the fetch fails, the
+    /// cached keys stay in use: a Better Auth outage does not log everyone out.
+    async fn refresh_stale(&self) {
+        let mut last = self.last_fetch.lock().await;
+        if !self.is_stale() || last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.fetch().await;
+    }
+
     /// Refetches for an unknown `kid`, unless another request just did (then the key may now
     /// be cached) or the last attempt is more recent than the refetch interval.
     async fn refetch_for(&self, kid: &str) {
@@ -160,7 +191,10 @@ impl JwksVerifier {
                     .keys
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(keys);
-                self.ever_fetched.store(true, Ordering::Relaxed);
+                *self
+                    .fetched_at
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
             }
             Err(error) => {
                 tracing::warn!(url = %self.settings.url, error = %format!("{error:#}"), "could not fetch the JWKS");

@@ -33,6 +33,16 @@ impl PasswordHasher {
         }
     }
 
+    /// A 503 at once when no more hashes may wait, so that an overloaded sign-up or login
+    /// is refused before it costs a database query.
+    pub fn ensure_capacity(&self) -> Result<(), ApiError> {
+        if self.admitted.available_permits() == 0 {
+            Err(ApiError::Overloaded)
+        } else {
+            Ok(())
+        }
+    }
+
     pub async fn hash(&self, password: &Password) -> Result<String, ApiError> {
         let password = password.expose().to_owned();
         let cost = self.cost;

@@ -77,6 +77,7 @@ async fn signup(
     state.rate_limits.check_client(client.ip())?;
     let signup = Signup::from_json(body)?;
     state.rate_limits.check_account(signup.email.as_str())?;
+    state.passwords.ensure_capacity()?;
     // Checked before hashing so that a duplicate costs no bcrypt time; the unique indexes
     // still decide when two sign-ups race.
     match state.store.taken(&signup.username, &signup.email).await? {
@@ -133,6 +134,7 @@ async fn login(
         LoginId::Username(name) => name,
         LoginId::Email(email) => email,
     })?;
+    state.passwords.ensure_capacity()?;
     let credentials = state.store.find_credentials(&login.id).await?;
     let user = match credentials {
         Some(credentials)
