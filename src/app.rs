@@ -254,8 +254,12 @@ async fn log_request(request: Request<Body>, next: Next) -> Response {
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        if status >= 500 {
+        // A 503 is the service refusing work it cannot do now (database or key server
+        // away, hashing queue full): worth a warning, not an error.
+        if status >= 500 && status != 503 {
             tracing::error!(status, latency_ms, "request");
+        } else if status == 503 {
+            tracing::warn!(status, latency_ms, "request");
         } else {
             tracing::info!(status, latency_ms, "request");
         }

@@ -9,6 +9,7 @@ use axum::{
 };
 use utoipa::IntoResponses;
 use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
 
 use super::domain::{
     CompleteTaskRequest, CreateTaskRequest, ListParams, ListQuery, NewTask, PatchTaskRequest,
@@ -18,7 +19,7 @@ use crate::{
     app::AppState,
     auth::TaskOwner,
     error::{ApiError, Problem},
-    extract::{JsonBody, OptionalJsonBody, Precondition, QueryPairs, TaskId},
+    extract::{IfMatch, JsonBody, OptionalJsonBody, Precondition, QueryPairs, TaskId},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -78,9 +79,30 @@ enum ConditionErrors {
     PreconditionFailed(Problem),
 }
 
+/// Applies a parsed change and answers with the task as it now is.
+async fn apply(
+    state: &AppState,
+    owner: &TaskOwner,
+    id: Uuid,
+    condition: Option<IfMatch>,
+    change: TaskChange,
+) -> Result<Response, ApiError> {
+    let task = state
+        .tasks
+        .update(&owner.user_id, id, &change, condition.as_ref())
+        .await?;
+    Ok(task_response(StatusCode::OK, task, None))
+}
+
+/// Characters a path segment may carry as they are (RFC 3986 "unreserved").
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn location(owner: &TaskOwner, task: &Task) -> HeaderValue {
-    let owner =
-        percent_encoding::utf8_percent_encode(&owner.user_id, percent_encoding::NON_ALPHANUMERIC);
+    let owner = percent_encoding::utf8_percent_encode(&owner.user_id, PATH_SEGMENT);
     HeaderValue::try_from(format!("/api/{owner}/tasks/{}", task.id))
         .unwrap_or_else(|_| HeaderValue::from_static("/"))
 }
@@ -198,12 +220,14 @@ async fn replace_task(
     Precondition(condition): Precondition,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let change = TaskChange::replace_from_json(body)?;
-    let task = state
-        .tasks
-        .update(&owner.user_id, id, &change, condition.as_ref())
-        .await?;
-    Ok(task_response(StatusCode::OK, task, None))
+    apply(
+        &state,
+        &owner,
+        id,
+        condition,
+        TaskChange::replace_from_json(body)?,
+    )
+    .await
 }
 
 /// Update some fields of a task
@@ -237,12 +261,14 @@ async fn patch_task(
     Precondition(condition): Precondition,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let change = TaskChange::patch_from_json(body)?;
-    let task = state
-        .tasks
-        .update(&owner.user_id, id, &change, condition.as_ref())
-        .await?;
-    Ok(task_response(StatusCode::OK, task, None))
+    apply(
+        &state,
+        &owner,
+        id,
+        condition,
+        TaskChange::patch_from_json(body)?,
+    )
+    .await
 }
 
 /// Complete or reopen a task
@@ -276,12 +302,14 @@ async fn complete_task(
     Precondition(condition): Precondition,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
-    let change = TaskChange::completion_from_json(body)?;
-    let task = state
-        .tasks
-        .update(&owner.user_id, id, &change, condition.as_ref())
-        .await?;
-    Ok(task_response(StatusCode::OK, task, None))
+    apply(
+        &state,
+        &owner,
+        id,
+        condition,
+        TaskChange::completion_from_json(body)?,
+    )
+    .await
 }
 
 /// Delete a task
