@@ -192,15 +192,15 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(Extension(BodyLimit(settings.max_body_bytes)))
         .layer(cors(&settings.cors_origins))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
         .layer(middleware::from_fn_with_state(
             settings.max_header_bytes,
             limit_header_bytes,
         ))
         .layer(middleware::from_fn(log_request))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .with_state(state)

@@ -372,7 +372,12 @@ impl ListQuery {
         mut params: HashMap<String, String>,
         max_page_size: u32,
     ) -> Result<Self, ApiError> {
-        let mut query = Self::default();
+        // The setting is at least 1; a caller passing 0 still gets pages of one.
+        let max_page_size = max_page_size.max(1);
+        let mut query = Self {
+            page_size: PAGE_SIZE_DEFAULT.min(max_page_size),
+            ..Self::default()
+        };
         let mut errors = Vec::new();
         let mut check = |name: &str, result: Result<(), String>| {
             if let Err(message) = result {
@@ -446,9 +451,10 @@ impl ListQuery {
 }
 
 fn parse_number(value: &str, min: u32, max: u32) -> Result<u32, String> {
-    value
-        .parse::<u32>()
-        .ok()
+    // Digits only: `parse` would also take a leading `+`.
+    Some(value)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u32>().ok())
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| format!("must be a whole number from {min} to {max}"))
 }
