@@ -52,21 +52,21 @@ impl From<sqlx::Error> for StoreError {
 fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => is_transient(db.code().as_deref()),
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
+        // A certificate that does not verify will not verify on a retry either.
+        sqlx::Error::Io(io) => !io.to_string().contains("certificate"),
+        sqlx::Error::Tls(tls) => !tls.to_string().contains("certificate"),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
         _ => false,
     }
 }
 
 /// Database error codes that mean "not now" rather than "never": SQLite's busy and locked,
-/// PostgreSQL's connection exceptions (class 08), shutdown and start-up (57P0x).
+/// PostgreSQL's connection exceptions (class 08, but not 08P01, a protocol violation),
+/// shutdown and start-up (57P0x).
 fn is_transient(code: Option<&str>) -> bool {
     code.is_some_and(|code| {
         matches!(code, "5" | "6" | "261" | "517")
-            || code.starts_with("08")
+            || (code.starts_with("08") && code != "08P01")
             || code.starts_with("57P0")
     })
 }
@@ -135,9 +135,16 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let deadline = Instant::now() + settings.database_startup_timeout;
     let mut delay = Duration::from_millis(250);
     for attempt in 1.. {
-        let error = match connect_once(settings).await {
-            Ok(store) => return Ok(store),
-            Err(error) => error,
+        // No attempt may outlive the start-up budget (a silent host can hold a connect
+        // for minutes), though each gets at least a second.
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let error = match tokio::time::timeout(budget, connect_once(settings)).await {
+            Ok(Ok(store)) => return Ok(store),
+            Ok(Err(error)) => error,
+            Err(_) => anyhow::Error::new(sqlx::Error::PoolTimedOut)
+                .context(format!("no answer within {} ms", budget.as_millis())),
         };
         let transient = error
             .downcast_ref::<sqlx::Error>()

@@ -5,7 +5,8 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
-    FromRow,
+    Connection, FromRow, PgConnection, Postgres, Transaction,
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
 use uuid::Uuid;
@@ -22,6 +23,32 @@ pub struct PostgresStore {
     /// False behind PgBouncer in transaction mode, where a named prepared statement may land
     /// on a server connection that already has one of that name: statements stay unnamed.
     persistent: bool,
+}
+
+/// The connection one store call runs on. Behind PgBouncer in transaction mode it is a
+/// transaction: between two syncs of the extended protocol (sqlx parses an unnamed statement
+/// and binds it in separate round trips) PgBouncer may switch server connections, so the
+/// bind could meet another client's statement. Inside a transaction the server connection
+/// stays the same.
+enum Session {
+    Direct(PoolConnection<Postgres>),
+    Pinned(Transaction<'static, Postgres>),
+}
+
+impl Session {
+    fn conn(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Direct(connection) => connection,
+            Self::Pinned(transaction) => transaction,
+        }
+    }
+
+    async fn finish(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Direct(_) => Ok(()),
+            Self::Pinned(transaction) => transaction.commit().await,
+        }
+    }
 }
 
 impl PostgresStore {
@@ -41,15 +68,25 @@ impl PostgresStore {
             url.query_pairs_mut().extend_pairs(kept);
         }
         let options = PgConnectOptions::from_str(url.as_str())?;
+        // One plain connection first: it fails fast with the real cause (refused, TLS,
+        // authentication), where the pool would retry quietly for its whole acquire timeout.
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
             .acquire_timeout(settings.database_acquire_timeout)
-            .connect_with(options)
-            .await?;
+            .connect_lazy_with(options);
         Ok(Self {
             pool,
             persistent: !pgbouncer,
         })
+    }
+
+    async fn session(&self) -> Result<Session, sqlx::Error> {
+        if self.persistent {
+            Ok(Session::Direct(self.pool.acquire().await?))
+        } else {
+            Ok(Session::Pinned(self.pool.begin().await?))
+        }
     }
 }
 
@@ -114,11 +151,17 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut session = self.session().await?;
+        sqlx::query("SELECT 1")
+            .persistent(self.persistent)
+            .execute(session.conn())
+            .await?;
+        session.finish().await?;
         Ok(())
     }
 
     async fn taken(&self, username: &Username, email: &Email) -> Result<Taken, StoreError> {
+        let mut session = self.session().await?;
         let (username, email): (bool, bool) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1)),
                     EXISTS (SELECT 1 FROM users WHERE email = $2)",
@@ -126,12 +169,14 @@ impl Store for PostgresStore {
         .bind(username.as_str())
         .bind(email.as_str())
         .persistent(self.persistent)
-        .fetch_one(&self.pool)
+        .fetch_one(session.conn())
         .await?;
+        session.finish().await?;
         Ok(Taken { username, email })
     }
 
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        let mut session = self.session().await?;
         sqlx::query(
             "INSERT INTO users (id, username, email, password_hash, created_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -142,8 +187,9 @@ impl Store for PostgresStore {
         .bind(password_hash)
         .bind(user.created_at)
         .persistent(self.persistent)
-        .execute(&self.pool)
+        .execute(session.conn())
         .await?;
+        session.finish().await?;
         Ok(())
     }
 
@@ -151,6 +197,7 @@ impl Store for PostgresStore {
         &self,
         login: &LoginId,
     ) -> Result<Option<UserCredentials>, StoreError> {
+        let mut session = self.session().await?;
         let (sql, value) = match login {
             LoginId::Username(name) => (
                 "SELECT id, username, email, password_hash, created_at FROM users
@@ -165,23 +212,27 @@ impl Store for PostgresStore {
         let row: Option<UserRow> = sqlx::query_as(sql)
             .bind(value)
             .persistent(self.persistent)
-            .fetch_optional(&self.pool)
+            .fetch_optional(session.conn())
             .await?;
+        session.finish().await?;
         Ok(row.map(UserCredentials::from))
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let mut session = self.session().await?;
         let row: Option<UserRow> = sqlx::query_as(
             "SELECT id, username, email, password_hash, created_at FROM users WHERE id = $1",
         )
         .bind(id)
         .persistent(self.persistent)
-        .fetch_optional(&self.pool)
+        .fetch_optional(session.conn())
         .await?;
+        session.finish().await?;
         Ok(row.map(|row| UserCredentials::from(row).user))
     }
 
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
+        let mut session = self.session().await?;
         sqlx::query(
             "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -194,8 +245,9 @@ impl Store for PostgresStore {
         .bind(task.created_at)
         .bind(task.updated_at)
         .persistent(self.persistent)
-        .execute(&self.pool)
+        .execute(session.conn())
         .await?;
+        session.finish().await?;
         Ok(())
     }
 
@@ -204,17 +256,19 @@ impl Store for PostgresStore {
         owner: &str,
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError> {
+        let mut session = self.session().await?;
         let (mut page, mut count) = listing_queries(owner, query, "lower(title) COLLATE \"C\"");
         let rows: Vec<TaskRow> = page
             .build_query_as()
             .persistent(self.persistent)
-            .fetch_all(&self.pool)
+            .fetch_all(session.conn())
             .await?;
         let (total,): (i64,) = count
             .build_query_as()
             .persistent(self.persistent)
-            .fetch_one(&self.pool)
+            .fetch_one(session.conn())
             .await?;
+        session.finish().await?;
         Ok((
             rows.into_iter().map(Task::from).collect(),
             total.max(0) as u64,
@@ -222,6 +276,7 @@ impl Store for PostgresStore {
     }
 
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
+        let mut session = self.session().await?;
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "SELECT ",
             task_columns!(),
@@ -230,8 +285,9 @@ impl Store for PostgresStore {
         .bind(owner)
         .bind(id)
         .persistent(self.persistent)
-        .fetch_optional(&self.pool)
+        .fetch_optional(session.conn())
         .await?;
+        session.finish().await?;
         Ok(row.map(Task::from))
     }
 
@@ -243,6 +299,7 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         version: Option<i64>,
     ) -> Result<Option<Task>, StoreError> {
+        let mut session = self.session().await?;
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "UPDATE tasks SET
                  title = COALESCE($3, title),
@@ -272,8 +329,9 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(version)
         .persistent(self.persistent)
-        .fetch_optional(&self.pool)
+        .fetch_optional(session.conn())
         .await?;
+        session.finish().await?;
         Ok(row.map(Task::from))
     }
 
@@ -283,6 +341,7 @@ impl Store for PostgresStore {
         id: Uuid,
         version: Option<i64>,
     ) -> Result<Option<Task>, StoreError> {
+        let mut session = self.session().await?;
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "DELETE FROM tasks WHERE user_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)
              RETURNING ",
@@ -292,8 +351,9 @@ impl Store for PostgresStore {
         .bind(id)
         .bind(version)
         .persistent(self.persistent)
-        .fetch_optional(&self.pool)
+        .fetch_optional(session.conn())
         .await?;
+        session.finish().await?;
         Ok(row.map(Task::from))
     }
 
