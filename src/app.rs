@@ -37,7 +37,7 @@ use crate::{
     config::Settings,
     error::{ApiError, problem_for_bare_errors},
     extract::BodyLimit,
-    openapi::ApiDoc,
+    openapi::{self, ApiDoc},
     ops,
     storage::{self, Store},
     tasks::{
@@ -175,12 +175,13 @@ impl Application {
 
 /// The whole HTTP surface: routes, documentation and middleware.
 pub fn router(state: AppState, settings: &Settings) -> Router {
-    let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::router())
         .merge(tasks::router())
         .merge(ops::router())
         .split_for_parts();
-    routes
+    openapi::complete(&mut api);
+    let routes = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(|| async { ApiError::NotFound("no such route") })
         // A request still running after this is answered with a 503 (and its work dropped).
@@ -190,8 +191,15 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         ))
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(Extension(BodyLimit(settings.max_body_bytes)))
-        .layer(cors(&settings.cors_origins))
+        .layer(Extension(BodyLimit(settings.max_body_bytes)));
+    // Without configured origins there is no CORS layer at all, so OPTIONS is an ordinary
+    // 405 rather than an empty 200 preflight answer on every path.
+    let routes = if settings.cors_origins.is_empty() {
+        routes
+    } else {
+        routes.layer(cors(&settings.cors_origins))
+    };
+    routes
         .layer(middleware::from_fn_with_state(
             settings.max_header_bytes,
             limit_header_bytes,

@@ -217,6 +217,10 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
         if !json {
             return Err(ApiError::UnsupportedMediaType(EXPECT_JSON));
         }
+        // A JSON `null` is no body either.
+        if serde_json::from_slice::<Value>(&bytes).is_ok_and(|value| value.is_null()) {
+            return Ok(Self(None));
+        }
         parse_json(&bytes).map(|object| Self(Some(object)))
     }
 }

@@ -5,6 +5,7 @@ use utoipa::{
     openapi::security::{
         Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme,
     },
+    openapi::{RefOr, schema::Schema},
 };
 
 #[derive(OpenApi)]
@@ -24,6 +25,19 @@ use utoipa::{
     )
 )]
 pub struct ApiDoc;
+
+/// Final touches once the routers have added their schemas: a `PATCH` body needs at least
+/// one field. (utoipa 5.5 writes a container's `min_properties` as `maxProperties`, so it is
+/// set here instead.)
+pub fn complete(openapi: &mut utoipa::openapi::OpenApi) {
+    let schema = openapi
+        .components
+        .as_mut()
+        .and_then(|components| components.schemas.get_mut("PatchTaskRequest"));
+    if let Some(RefOr::T(Schema::Object(object))) = schema {
+        object.min_properties = Some(1);
+    }
+}
 
 /// `bearer`: paste a JWT. `oauth2_password`: Swagger UI logs in through
 /// `POST /api/auth/login` with a form and uses the token it returns.

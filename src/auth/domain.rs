@@ -3,7 +3,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -234,8 +234,12 @@ pub struct UserCredentials {
     pub password_hash: String,
 }
 
+// The request types below only describe bodies for the OpenAPI document; `Deserialize` is
+// derived for its `deny_unknown_fields` (`additionalProperties: false` in the document).
+
 /// The body of `POST /api/auth/signup`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"username": "alice", "email": "alice@example.com", "password": "correct horse", "confirm_password": "correct horse"}))]
 #[allow(dead_code)]
 pub struct SignupRequest {
@@ -243,24 +247,49 @@ pub struct SignupRequest {
     username: String,
     #[schema(format = "email", max_length = 254)]
     email: String,
-    /// 8–72 bytes.
+    /// 8–72 bytes (UTF-8), not characters: bcrypt reads at most 72 bytes.
     #[schema(min_length = 8, max_length = 72, format = Password)]
     password: String,
+    /// Must equal `password`.
     #[schema(min_length = 8, max_length = 72, format = Password)]
     confirm_password: String,
 }
 
-/// The JSON body of `POST /api/auth/login`: `username` or `email`, and `password`. The
-/// same fields are accepted as an `application/x-www-form-urlencoded` form.
-#[derive(ToSchema)]
+/// The JSON body of `POST /api/auth/login`: `username` or `email` (exactly one), and
+/// `password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"username": "alice", "password": "correct horse"}))]
 #[allow(dead_code)]
 pub struct LoginRequest {
     /// A username, or an email (a value containing `@` is read as one).
+    #[schema(nullable = false, min_length = 1)]
     username: Option<String>,
+    #[schema(nullable = false, min_length = 1)]
     email: Option<String>,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     password: String,
+}
+
+/// `POST /api/auth/login` as an OAuth2 password grant (what Swagger UI's "Authorize" sends).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct LoginForm {
+    /// A username or an email.
+    #[schema(min_length = 1)]
+    username: String,
+    #[schema(format = Password, min_length = 1)]
+    password: String,
+    /// `password` when given.
+    #[schema(nullable = false, pattern = "^password$")]
+    grant_type: Option<String>,
+    #[schema(nullable = false)]
+    scope: Option<String>,
+    #[schema(nullable = false)]
+    client_id: Option<String>,
+    #[schema(nullable = false)]
+    client_secret: Option<String>,
 }
 
 /// What signup and login return.

@@ -110,7 +110,7 @@ async fn signup(
     tag = "auth",
     request_body(content(
         (super::domain::LoginRequest = "application/json"),
-        (super::domain::LoginRequest = "application/x-www-form-urlencoded"),
+        (super::domain::LoginForm = "application/x-www-form-urlencoded"),
     )),
     responses(
         (status = 200, description = "Logged in", body = AuthResponse),

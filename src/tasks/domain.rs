@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -16,6 +16,8 @@ pub const TITLE_MAX_CHARS: usize = 255;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 pub const SEARCH_MAX_CHARS: usize = 255;
 pub const PAGE_SIZE_DEFAULT: u32 = 20;
+/// Page numbers fit a signed 32-bit integer, what clients' JSON libraries read safely.
+pub const PAGE_MAX: u32 = i32::MAX as u32;
 
 /// A stored task, as every task route returns it.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
@@ -136,8 +138,13 @@ pub struct TaskChange {
     pub completed: Completion,
 }
 
+// These types only describe bodies for the OpenAPI document (the handlers read bodies with
+// `JsonObject`, which reports every bad field at once). `Deserialize` is derived for its
+// `deny_unknown_fields`, which the document shows as `additionalProperties: false`.
+
 /// The body of `POST /tasks`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Buy milk", "description": "2 litres"}))]
 #[allow(dead_code)]
 pub struct CreateTaskRequest {
@@ -145,40 +152,46 @@ pub struct CreateTaskRequest {
     title: String,
     #[schema(max_length = 10000)]
     description: Option<String>,
-    #[schema(default = false)]
+    #[schema(default = false, nullable = false)]
     completed: Option<bool>,
 }
 
 /// The body of `PUT /tasks/{id}`: every field, `description` may be `null`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Buy milk", "description": null, "completed": true}))]
 #[allow(dead_code)]
 pub struct ReplaceTaskRequest {
     #[schema(min_length = 1, max_length = 255)]
     title: String,
-    #[schema(max_length = 10000)]
+    #[schema(max_length = 10000, required = true)]
     description: Option<String>,
     completed: bool,
 }
 
 /// The body of `PATCH /tasks/{id}`: at least one field.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"completed": true}))]
 #[allow(dead_code)]
 pub struct PatchTaskRequest {
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, nullable = false)]
     title: Option<String>,
+    /// `null` clears the description.
     #[schema(max_length = 10000)]
     description: Option<String>,
+    #[schema(nullable = false)]
     completed: Option<bool>,
 }
 
 /// The optional body of `PATCH /tasks/{id}/complete`; without it (or without `completed`)
 /// the flag is toggled.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"completed": true}))]
 #[allow(dead_code)]
 pub struct CompleteTaskRequest {
+    #[schema(nullable = false)]
     completed: Option<bool>,
 }
 
@@ -336,7 +349,7 @@ pub struct ListQuery {
 #[allow(dead_code)]
 pub struct ListParams {
     /// Page number, from 1.
-    #[param(minimum = 1, default = 1)]
+    #[param(minimum = 1, maximum = 2147483647, default = 1)]
     page: Option<u32>,
     /// Tasks per page.
     #[param(minimum = 1, maximum = 100, default = 20)]
@@ -387,7 +400,7 @@ impl ListQuery {
         if let Some(value) = params.remove("page") {
             check(
                 "page",
-                parse_number(&value, 1, u32::MAX).map(|n| query.page = n),
+                parse_number(&value, 1, PAGE_MAX).map(|n| query.page = n),
             );
         }
         if let Some(value) = params.remove("page_size") {

@@ -199,7 +199,8 @@ async fn get_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$"#,
+            description = "Only if the task is still at this ETag (or `*`)"),
     ),
     request_body(content = ReplaceTaskRequest, content_type = "application/json"),
     security(("bearer" = []), ("oauth2_password" = [])),
@@ -240,7 +241,8 @@ async fn replace_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$"#,
+            description = "Only if the task is still at this ETag (or `*`)"),
     ),
     request_body(content = PatchTaskRequest, content_type = "application/json"),
     security(("bearer" = []), ("oauth2_password" = [])),
@@ -281,7 +283,8 @@ async fn patch_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$"#,
+            description = "Only if the task is still at this ETag (or `*`)"),
     ),
     request_body(content = Option<CompleteTaskRequest>, content_type = "application/json"),
     security(("bearer" = []), ("oauth2_password" = [])),
@@ -322,7 +325,8 @@ async fn complete_task(
     params(
         ("user_id" = String, Path, description = "The token's subject"),
         ("id" = uuid::Uuid, Path, description = "The task's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the task is still at this ETag (or `*`)"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$"#,
+            description = "Only if the task is still at this ETag (or `*`)"),
     ),
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
