@@ -57,7 +57,7 @@ log "PgBouncer and OpenSSL, for the pooler and TLS fault tests"
 command -v openssl >/dev/null || apt_install openssl
 
 log "cargo test"
-cargo test --locked
+cargo test --locked --no-fail-fast
 
 log "schemathesis against the running service's OpenAPI document"
 scripts/schemathesis.sh
