@@ -199,45 +199,38 @@ macro_rules! task_columns {
 }
 use task_columns;
 
-/// Builds the page query and the count query of a listing. Both backends share the SQL;
-/// only the placeholders (which the builder writes) and the title sort key differ. Every
-/// value is bound; the only text spliced in comes from [`order_by`]'s fixed set.
-fn listing_queries<'q, DB>(
-    owner: &str,
-    query: &ListQuery,
-    title_key: &'static str,
-) -> (sqlx::QueryBuilder<'q, DB>, sqlx::QueryBuilder<'q, DB>)
+/// Appends `FROM tasks WHERE …` for a listing's owner and filters. Both backends share the
+/// SQL; the builder writes each one's placeholders. Every value is bound.
+fn push_filters<'q, DB>(builder: &mut sqlx::QueryBuilder<'q, DB>, owner: &str, query: &ListQuery)
 where
     DB: sqlx::Database,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    builder.push(" FROM tasks WHERE user_id = ");
+    builder.push_bind(owner.to_owned());
+    if let Some(completed) = query.completed {
+        builder.push(" AND completed = ");
+        builder.push_bind(completed);
+    }
+    if let Some(q) = &query.q {
+        let pattern = q.like_pattern();
+        builder.push(" AND (lower(title) LIKE ");
+        builder.push_bind(pattern.clone());
+        builder.push(" ESCAPE '\\' OR lower(description) LIKE ");
+        builder.push_bind(pattern);
+        builder.push(" ESCAPE '\\')");
+    }
+}
+
+/// Appends ` LIMIT … OFFSET …` for the listing's page.
+fn push_page<'q, DB>(builder: &mut sqlx::QueryBuilder<'q, DB>, query: &ListQuery)
+where
+    DB: sqlx::Database,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let filters = |builder: &mut sqlx::QueryBuilder<'q, DB>| {
-        builder.push(" FROM tasks WHERE user_id = ");
-        builder.push_bind(owner.to_owned());
-        if let Some(completed) = query.completed {
-            builder.push(" AND completed = ");
-            builder.push_bind(completed);
-        }
-        if let Some(q) = &query.q {
-            let pattern = q.like_pattern();
-            builder.push(" AND (lower(title) LIKE ");
-            builder.push_bind(pattern.clone());
-            builder.push(" ESCAPE '\\' OR lower(description) LIKE ");
-            builder.push_bind(pattern);
-            builder.push(" ESCAPE '\\')");
-        }
-    };
-    let mut page = sqlx::QueryBuilder::new(concat!("SELECT ", task_columns!()));
-    filters(&mut page);
-    page.push(order_by(query.sort_by, query.sort_order, title_key));
-    page.push(" LIMIT ");
-    page.push_bind(i64::from(query.page_size));
-    page.push(" OFFSET ");
-    page.push_bind(query.offset());
-
-    let mut count = sqlx::QueryBuilder::new("SELECT count(*)");
-    filters(&mut count);
-    (page, count)
+    builder.push(" LIMIT ");
+    builder.push_bind(i64::from(query.page_size));
+    builder.push(" OFFSET ");
+    builder.push_bind(query.offset());
 }

@@ -11,7 +11,10 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Store, StoreError, Taken, listing_queries, task_columns};
+use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_columns};
+
+/// Titles sort by their lower-case form in byte order, as on SQLite, whatever the locale.
+const TITLE_KEY: &str = "lower(title) COLLATE \"C\"";
 use crate::{
     auth::domain::{Email, LoginId, User, UserCredentials, Username},
     config::{Settings, is_pgbouncer_url},
@@ -257,7 +260,12 @@ impl Store for PostgresStore {
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError> {
         let mut session = self.session().await?;
-        let (mut page, mut count) = listing_queries(owner, query, "lower(title) COLLATE \"C\"");
+        let mut page = sqlx::QueryBuilder::new(concat!("SELECT ", task_columns!()));
+        push_filters(&mut page, owner, query);
+        page.push(order_by(query.sort_by, query.sort_order, TITLE_KEY));
+        push_page(&mut page, query);
+        let mut count = sqlx::QueryBuilder::new("SELECT count(*)");
+        push_filters(&mut count, owner, query);
         let rows: Vec<TaskRow> = page
             .build_query_as()
             .persistent(self.persistent)

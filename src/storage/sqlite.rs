@@ -4,6 +4,7 @@ use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use sqlx::{
     FromRow,
     sqlite::{
@@ -12,7 +13,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Store, StoreError, Taken, listing_queries, task_columns};
+use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_columns};
 use crate::{
     auth::domain::{Email, LoginId, User, UserCredentials, Username},
     config::Settings,
@@ -51,7 +52,7 @@ impl SqliteStore {
     }
 }
 
-#[derive(FromRow)]
+#[derive(FromRow, Deserialize)]
 struct TaskRow {
     id: String,
     user_id: String,
@@ -212,9 +213,27 @@ impl Store for SqliteStore {
         owner: &str,
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError> {
-        let (mut page, mut count) = listing_queries(owner, query, "lower(title)");
-        let rows: Vec<TaskRow> = page.build_query_as().fetch_all(&self.pool).await?;
-        let (total,): (i64,) = count.build_query_as().fetch_one(&self.pool).await?;
+        // One statement and one row: sqlx hands each SQLite row from the connection's thread
+        // to the caller separately, which costs more than the query, so the page comes back
+        // as a JSON array, together with the count.
+        let order = order_by(query.sort_by, query.sort_order, "lower(title)");
+        let mut listing = sqlx::QueryBuilder::new("SELECT (SELECT count(*)");
+        push_filters(&mut listing, owner, query);
+        listing.push(
+            "), (SELECT json_group_array(json_object(
+                'id', id, 'user_id', user_id, 'title', title, 'description', description,
+                'completed', json(iif(completed, 'true', 'false')),
+                'created_at', created_at, 'updated_at', updated_at, 'version', version)",
+        );
+        listing.push(&order);
+        listing.push(concat!(") FROM (SELECT ", task_columns!()));
+        push_filters(&mut listing, owner, query);
+        listing.push(&order);
+        push_page(&mut listing, query);
+        listing.push("))");
+        let (total, page): (i64, String) = listing.build_query_as().fetch_one(&self.pool).await?;
+        let rows: Vec<TaskRow> =
+            serde_json::from_str(&page).map_err(|error| StoreError::Other(error.into()))?;
         let tasks = rows
             .into_iter()
             .map(Task::try_from)
