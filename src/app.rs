@@ -81,6 +81,11 @@ impl Application {
         if settings.migrate_on_start {
             store.migrate().await?;
         }
+        tracing::info!(
+            database = ?settings.database_kind()?,
+            migrated = settings.migrate_on_start,
+            "database ready"
+        );
         let secret = match &settings.jwt_secret {
             Some(secret) => secret.expose().as_bytes().to_vec(),
             None => {

@@ -1,6 +1,8 @@
 //! Logging: `RUST_LOG` picks the levels (default `info`), `LOG_FORMAT` text or JSON lines.
 //! Nothing logs request bodies or headers, so tokens, passwords and hashes never reach it.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
@@ -10,7 +12,10 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+        // Colours only for a terminal: a log file or collector gets plain text.
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))
             .try_init(),
