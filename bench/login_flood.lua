@@ -1,29 +1,18 @@
 -- wrk script used by bench/login_flood.sh, for both of its loads (the login flood and the
--- task-list load). Like bench/request.lua, the request is configured through the
--- environment, read once per wrk thread, and pre-formatted by wrk:
---   BENCH_METHOD  HTTP method (default GET)
---   BENCH_BODY    request body; when set, Content-Type: application/json is sent
---   BENCH_TOKEN   bearer token; when set, Authorization: Bearer <token> is sent
--- Unlike request.lua, it also counts responses by status code (response() runs once per
--- response in each thread; done() adds the threads' counts up), so that the flood's 503s
--- from the bounded hashing queue can be told apart from other failures.
+-- task-list load). It is bench/request.lua (the request from BENCH_METHOD, BENCH_BODY and
+-- BENCH_TOKEN, pre-formatted by wrk; done()'s BENCH_RESULT line) plus a count of the
+-- responses by status code, so that the flood's 503s from the bounded hashing queue can be
+-- told apart from other failures. The count takes a response() hook, which wrk then runs
+-- for every response in each thread: that is why it is not in request.lua, whose
+-- bench/run.sh figures carry no per-request Lua work.
 --
--- done() prints two machine-readable lines that login_flood.sh parses:
---   BENCH_RESULT requests=… duration_us=… p50_us=… p99_us=… max_us=… non2xx=… connect=… read=… write=… timeout=…
+-- done() prints, after request.lua's line, the counts that login_flood.sh parses:
 --   BENCH_STATUS 200=… 503=…        (one code=count pair per status seen)
 
-wrk.method = os.getenv("BENCH_METHOD") or "GET"
-
-local body = os.getenv("BENCH_BODY")
-if body ~= nil and body ~= "" then
-   wrk.body = body
-   wrk.headers["Content-Type"] = "application/json"
-end
-
-local token = os.getenv("BENCH_TOKEN")
-if token ~= nil and token ~= "" then
-   wrk.headers["Authorization"] = "Bearer " .. token
-end
+-- request.lua stands beside this file (wrk is given this file's path).
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "request.lua")
+local request_done = done
 
 local threads = {}
 
@@ -41,12 +30,7 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-   local e = summary.errors
-   io.write(string.format(
-      "BENCH_RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d max_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
-      summary.requests, summary.duration,
-      latency:percentile(50), latency:percentile(99), latency.max,
-      e.status, e.connect, e.read, e.write, e.timeout))
+   request_done(summary, latency, requests)
    local counts = {}
    for _, thread in ipairs(threads) do
       local seen = thread:get("statuses")

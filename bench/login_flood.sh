@@ -13,7 +13,6 @@
 # The flood may get 503s when the hashing queue is full: that is the bound doing its job.
 # Exit status: 1 when a list request failed or timed out during the flood, or none
 # completed (the routes were starved); 0 otherwise.
-# shellcheck disable=SC2317  # stop_pid and cleanup run from the trap
 set -euo pipefail
 
 usage() {
@@ -58,195 +57,28 @@ BENCH_PASSWORD="flood-password-123"
 SERVER_DEFAULT_ENV=(BCRYPT_COST=12 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_ACCOUNT=0)
 
 BENCH_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$BENCH_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib/service.sh
+source "$BENCH_DIR/../scripts/lib/service.sh"
 LUA_SCRIPT="$BENCH_DIR/login_flood.lua"
+API_MAX_TIME=60
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-# ---------------------------------------------------------------------------------------
-# Cleanup: stop the server and any wrk still running (by PID), remove the temp dir.
-# ---------------------------------------------------------------------------------------
-WORK_DIR=""
-SERVER_PID=""
-WRK_PIDS=()
-
-stop_pid() {
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$? pid
-    trap - EXIT INT TERM
-    for pid in ${WRK_PIDS[@]+"${WRK_PIDS[@]}"}; do
-        stop_pid "$pid"
-    done
-    stop_pid "$SERVER_PID"
-    SERVER_PID=""
-    if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
-        rm -rf -- "$WORK_DIR"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------------------------------
-# Tools (as bench/run.sh: apt-get only for what is missing)
-# ---------------------------------------------------------------------------------------
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
-
-ensure_tools() {
-    local missing=()
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v jq >/dev/null || missing+=(jq)
-    command -v curl >/dev/null || missing+=(curl)
-    if ((${#missing[@]})); then
-        command -v apt-get >/dev/null || die "missing ${missing[*]}, and apt-get is not available"
-        log "installing ${missing[*]} with apt-get"
-        if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; then
-            as_root apt-get update -qq >/dev/null
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        fi
-    fi
-    command -v cargo >/dev/null || die "cargo is not on PATH"
-}
-
-# ---------------------------------------------------------------------------------------
-# Server
-# ---------------------------------------------------------------------------------------
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-pick_port() {
-    local i port
-    for ((i = 0; i < 100; i++)); do
-        port=$((20000 + RANDOM % 40000))
-        if ! port_in_use "$port"; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free TCP port found"
-}
-
-# start_server: on a free port, SQLite in the temp dir; sets SERVER_PID and BASE_URL.
-start_server() {
-    local attempt port i item
-    local server_log="$WORK_DIR/server.log"
-    local extra_env=("${SERVER_DEFAULT_ENV[@]}")
-    local -a user_env=()
-    read -ra user_env <<<"$SERVER_ENV"
-    for item in ${user_env[@]+"${user_env[@]}"}; do
-        [[ "$item" =~ ^[A-Z_][A-Z0-9_]*= ]] || die "SERVER_ENV: '$item' is not NAME=value"
-        extra_env+=("$item")
-    done
-    for ((attempt = 0; attempt < 5; attempt++)); do
-        port=$(pick_port)
-        # A clean environment and the temp dir as working directory: no .env file applies.
-        (
-            cd "$WORK_DIR"
-            exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
-                HOST=127.0.0.1 PORT="$port" APP_ENV=development \
-                DATABASE_URL="sqlite://$WORK_DIR/flood.db" BETTER_AUTH_SECRET="$BENCH_SECRET" \
-                RUST_LOG=warn NO_COLOR=1 "${extra_env[@]}" \
-                "$BIN" serve
-        ) >"$server_log" 2>&1 &
-        SERVER_PID=$!
-        BASE_URL="http://127.0.0.1:$port"
-        for ((i = 0; i < 600; i++)); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            if curl -fsS -o /dev/null --max-time 1 "$BASE_URL/health" 2>/dev/null; then
-                log "server up at $BASE_URL (pid $SERVER_PID)"
-                return 0
-            fi
-            sleep 0.1
-        done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            cat "$server_log" >&2
-            die "server did not answer /health within 60s"
-        fi
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-        if grep -qi "address.*in use" "$server_log"; then
-            log "port $port was taken meanwhile; retrying"
-            continue
-        fi
-        cat "$server_log" >&2
-        die "server exited during start-up"
-    done
-    die "could not start the server on a free port"
-}
+# Cleanup (scripts/lib/service.sh): stops the server and any wrk still running (by PID),
+# removes the temp dir.
+install_cleanup
 
 # ---------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------
-# api METHOD PATH [BODY]: prints the body, then a last line with the status code.
-api() {
-    local method=$1 path=$2 body=${3:-}
-    local args=(-sS -X "$method" -w '\n%{http_code}' --max-time 60)
-    [[ -n "${TOKEN:-}" ]] && args+=(-H "Authorization: Bearer $TOKEN")
-    [[ -n "$body" ]] && args+=(-H 'Content-Type: application/json' --data "$body")
-    curl "${args[@]}" "$BASE_URL$path"
-}
-
-# expect STATUS RESPONSE: checks the status line of an api() response, prints the body.
-expect() {
-    local want=$1 response=$2 status body
-    status=${response##*$'\n'}
-    body=${response%$'\n'*}
-    [[ "$status" == "$want" ]] || die "expected HTTP $want, got $status: $body"
-    printf '%s' "$body"
-}
-
 seed() {
-    local body codes failed
-    TOKEN=""
-    body=$(expect 201 "$(api POST /api/auth/signup "$(jq -cn \
-        --arg u "$BENCH_USERNAME" --arg e "$BENCH_EMAIL" --arg p "$BENCH_PASSWORD" \
-        '{username: $u, email: $e, password: $p, confirm_password: $p}')")")
-    USER_ID=$(jq -er '.user.id' <<<"$body")
-    TOKEN=$(jq -er '.access_token' <<<"$body")
+    signup "$BENCH_USERNAME" "$BENCH_EMAIL" "$BENCH_PASSWORD"
     log "signed up $BENCH_USERNAME ($USER_ID); creating $SEED_TASKS tasks"
-    codes=$(seq 1 "$SEED_TASKS" | xargs -P 8 -I '{}' \
-        curl -sS -o /dev/null -w '%{http_code}\n' --max-time 30 -X POST \
-        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-        --data '{"title": "Flood task {}", "description": "Login flood benchmark task {}"}' \
-        "$BASE_URL/api/$USER_ID/tasks" || true)
-    failed=$(grep -cv '^201$' <<<"$codes" || true)
-    ((failed == 0)) || die "$failed of $SEED_TASKS task creations did not return 201"
-    body=$(expect 200 "$(api GET "/api/$USER_ID/tasks")")
-    [[ $(jq -r '.total' <<<"$body") == "$SEED_TASKS" ]] ||
-        die "expected $SEED_TASKS tasks, the list says $(jq -r '.total' <<<"$body")"
+    create_tasks "$SEED_TASKS" "Flood task {}" "Login flood benchmark task {}"
+    expect_task_total "$SEED_TASKS"
 
-    LOGIN_BODY=$(jq -cn --arg u "$BENCH_USERNAME" --arg p "$BENCH_PASSWORD" \
-        '{username: $u, password: $p}')
     # One login on an idle server: what one bcrypt verification costs here.
-    local saved=$TOKEN out
-    TOKEN=""
+    local out
     out=$(curl -sS -o /dev/null -w '%{http_code} %{time_total}' --max-time 60 \
         -H 'Content-Type: application/json' --data "$LOGIN_BODY" "$BASE_URL/api/auth/login")
-    TOKEN=$saved
     [[ "${out%% *}" == 200 ]] || die "login answered HTTP ${out%% *}"
     SINGLE_LOGIN_MS=$(awk -v s="${out#* }" 'BEGIN { printf "%.0f", s * 1000 }')
 }
@@ -269,15 +101,15 @@ start_wrk() {
     BENCH_METHOD=$method BENCH_BODY=$body BENCH_TOKEN=$token \
         wrk -t1 -c"$connections" -d"${DURATION}s" --timeout "$timeout" --latency \
         -s "$LUA_SCRIPT" "$BASE_URL$path" >"$WORK_DIR/$name.txt" 2>&1 &
-    WRK_PIDS+=($!)
+    BACKGROUND_PIDS+=($!)
 }
 
 wait_wrk() {
     local pid status=0
-    for pid in "${WRK_PIDS[@]}"; do
+    for pid in "${BACKGROUND_PIDS[@]}"; do
         wait "$pid" || status=$?
     done
-    WRK_PIDS=()
+    BACKGROUND_PIDS=()
     return "$status"
 }
 
@@ -287,22 +119,15 @@ FLOOD_503=0
 FLOOD_OK=0
 
 fmt_ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
-per_second() { awk -v n="$1" -v us="$2" 'BEGIN { printf "%.1f", (us > 0 ? n / (us / 1e6) : 0) }'; }
 
 # record NAME MEASUREMENT LOAD CONNECTIONS: parses $WORK_DIR/NAME.txt into a table row.
 record() {
     local name=$1 measurement=$2 load=$3 connections=$4 out="$WORK_DIR/$1.txt"
     [[ "$VERBOSE" == 1 ]] && cat "$out" >&2
-    local line status_line
-    line=$(grep '^BENCH_RESULT ' "$out") || { cat "$out" >&2; die "no result line from wrk ($name)"; }
+    local status_line fields kv
+    read_bench_result "$out" || { cat "$out" >&2; die "no result line from wrk ($name)"; }
     status_line=$(grep '^BENCH_STATUS' "$out" || echo BENCH_STATUS)
-    local -A r=()
-    local fields kv
-    read -ra fields <<<"${line#BENCH_RESULT }"
-    for kv in "${fields[@]}"; do
-        r[${kv%%=*}]=${kv#*=}
-    done
-    local requests=${r[requests]} ok=0 code n statuses=""
+    local requests=${BENCH[requests]} ok=0 code n statuses=""
     read -ra fields <<<"${status_line#BENCH_STATUS}"
     for kv in ${fields[@]+"${fields[@]}"}; do
         code=${kv%%=*} n=${kv#*=}
@@ -310,15 +135,15 @@ record() {
         statuses+="${statuses:+ }$code:$n"
     done
     local rps ok_rps p50="-" p99="-" max="-"
-    rps=$(per_second "$requests" "${r[duration_us]}")
-    ok_rps=$(per_second "$ok" "${r[duration_us]}")
+    rps=$(per_second "$requests" "${BENCH[duration_us]}")
+    ok_rps=$(per_second "$ok" "${BENCH[duration_us]}")
     if ((requests > 0)); then
-        p50=$(fmt_ms "${r[p50_us]}")
-        p99=$(fmt_ms "${r[p99_us]}")
-        max=$(fmt_ms "${r[max_us]}")
+        p50=$(fmt_ms "${BENCH[p50_us]}")
+        p99=$(fmt_ms "${BENCH[p99_us]}")
+        max=$(fmt_ms "${BENCH[max_us]}")
     fi
-    local socket="${r[connect]}/${r[read]}/${r[write]}/${r[timeout]}"
-    local socket_errors=$((r[connect] + r[read] + r[write] + r[timeout]))
+    local socket="${BENCH[connect]}/${BENCH[read]}/${BENCH[write]}/${BENCH[timeout]}"
+    local socket_errors=$((BENCH[connect] + BENCH[read] + BENCH[write] + BENCH[timeout]))
     ROWS+=("$measurement|$load|$connections|$requests|$rps|$ok_rps|$p50|$p99|$max|${statuses:-none}|$socket")
     if [[ "$load" == login ]]; then
         FLOOD_OK=$ok
@@ -336,36 +161,22 @@ print_table() {
     {
         echo "measurement|load|conns|requests|req/s|ok/s|p50 ms|p99 ms|max ms|responses by status (code:count)|socket errors (conn/read/write/timeout)"
         printf '%s\n' "${ROWS[@]}"
-    } | awk -F'|' '
-        { for (i = 1; i <= NF; i++) { cell[NR, i] = $i; if (length($i) > w[i]) w[i] = length($i) } n = NR; nf = NF }
-        END {
-            for (r = 1; r <= n; r++) {
-                line = ""
-                for (i = 1; i <= nf; i++) {
-                    fmt = (i == nf) ? "%s" : (i <= 2 || i == 10) ? "%-" w[i] "s" : "%" w[i] "s"
-                    line = line (i > 1 ? "  " : "") sprintf(fmt, cell[r, i])
-                }
-                print line
-                if (r == 1) { sep = line; gsub(/./, "-", sep); print sep }
-            }
-        }'
+    } | print_columns 1 2 10
 }
 
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
-ensure_tools
-cd "$REPO_ROOT"
-log "building: cargo build --release --locked"
-cargo build --release --locked
-# Honours CARGO_TARGET_DIR and .cargo/config.toml, like cargo itself.
-BIN="$(cargo metadata --format-version 1 --no-deps --locked | jq -r '.target_directory')/release/todo-api"
-[[ -x "$BIN" ]] || die "$BIN was not built"
+ensure_tools wrk jq curl
+build_release
 
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/todo-login-flood.XXXXXX")
 STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-start_server
+server_env_items "$SERVER_ENV"
+# SQLite in the temp dir.
+start_server "sqlite://$WORK_DIR/flood.db" BETTER_AUTH_SECRET="$BENCH_SECRET" \
+    "${SERVER_DEFAULT_ENV[@]}" ${SERVER_ENV_ITEMS[@]+"${SERVER_ENV_ITEMS[@]}"}
 seed
 log "one login on the idle server took ${SINGLE_LOGIN_MS} ms (bcrypt cost 12)"
 
@@ -384,10 +195,7 @@ record list-flood "during flood" list "$LIST_CONNECTIONS"
 kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK_DIR/server.log" >&2; die "the server died during the flood"; }
 SERVER_LINES=$(wc -l <"$WORK_DIR/server.log")
 
-COMMIT=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$REPO_ROOT" status --porcelain -- . ':(exclude)bench' 2>/dev/null) ]]; then
-    COMMIT="$COMMIT (with uncommitted changes)"
-fi
+COMMIT=$(commit_description)
 NPROC=$(nproc)
 
 echo

@@ -1,4 +1,5 @@
--- wrk script used by bench/run.sh for every endpoint.
+-- wrk script used by bench/run.sh for every endpoint, and by bench/login_flood.sh through
+-- bench/login_flood.lua (which loads it and adds a count of the responses by status).
 --
 -- The request is configured through the environment, read once per wrk thread when the
 -- script loads (wrk then sends the same pre-formatted request over and over, so the script
@@ -7,7 +8,7 @@
 --   BENCH_BODY    request body; when set, Content-Type: application/json is sent
 --   BENCH_TOKEN   bearer token; when set, Authorization: Bearer <token> is sent
 --
--- done() prints one machine-readable line that run.sh parses:
+-- done() prints one machine-readable line that run.sh and login_flood.sh parse:
 --   BENCH_RESULT requests=… duration_us=… p50_us=… p99_us=… max_us=… non2xx=… connect=… read=… write=… timeout=…
 -- `non2xx` is wrk's "Non-2xx or 3xx responses" counter (status >= 400); the other four
 -- are wrk's "Socket errors".

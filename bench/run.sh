@@ -62,37 +62,15 @@ ENDPOINTS=(list get create login)
 SERVER_DEFAULT_ENV=(AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_ACCOUNT=0)
 
 BENCH_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$BENCH_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib/service.sh
+source "$BENCH_DIR/../scripts/lib/service.sh"
 LUA_SCRIPT="$BENCH_DIR/request.lua"
 BIN=""   # set after the build, from cargo's own idea of the target directory
-
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
 # Cleanup: always stop the server (by PID), drop the scratch database, remove the temp dir.
 # ---------------------------------------------------------------------------------------
-WORK_DIR=""
-SERVER_PID=""
 PG_CREATED=0
-
-stop_server() {
-    local pid=$SERVER_PID
-    SERVER_PID=""
-    [[ -n "$pid" ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 psql_admin() {
     PGOPTIONS="-c client_min_messages=warning" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -X -q -v ON_ERROR_STOP=1 "$@"
@@ -102,186 +80,31 @@ drop_pg_db() {
     psql_admin -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)"
 }
 
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_server
+# Run by cleanup (scripts/lib/service.sh) once the server is stopped.
+on_cleanup() {
     if [[ "$PG_CREATED" == 1 ]]; then
         drop_pg_db || printf 'warning: could not drop database %s\n' "$PG_DB" >&2
         PG_CREATED=0
     fi
-    if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
-        rm -rf -- "$WORK_DIR"
-    fi
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------------------------------
-# Tools
-# ---------------------------------------------------------------------------------------
-APT_UPDATED=0
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
-
-apt_install() {
-    command -v apt-get >/dev/null || die "missing $*, and apt-get is not available to install it"
-    log "installing $* with apt-get"
-    # Refresh the package lists only when the install cannot proceed without it.
-    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; then
-        if [[ "$APT_UPDATED" == 0 ]]; then
-            log "apt-get update"
-            as_root apt-get update -qq >/dev/null
-            APT_UPDATED=1
-        fi
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-    fi
-}
-
-ensure_tools() {
-    local missing=()
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v jq >/dev/null || missing+=(jq)
-    command -v curl >/dev/null || missing+=(curl)
-    if [[ " ${DATABASES[*]} " == *" postgres "* ]] && ! command -v psql >/dev/null; then
-        missing+=(postgresql-client)
-    fi
-    if ((${#missing[@]})); then
-        apt_install "${missing[@]}"
-    fi
-    command -v cargo >/dev/null || die "cargo is not on PATH"
-}
-
-# ---------------------------------------------------------------------------------------
-# Server
-# ---------------------------------------------------------------------------------------
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-pick_port() {
-    local i port
-    for ((i = 0; i < 100; i++)); do
-        port=$((20000 + RANDOM % 40000))
-        if ! port_in_use "$port"; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free TCP port found"
-}
-
-# start_server DATABASE_URL: starts the server on a free port; sets SERVER_PID and BASE_URL.
-start_server() {
-    local database_url=$1 attempt port i
-    local server_log="$WORK_DIR/server.log"
-    local extra_env=("${SERVER_DEFAULT_ENV[@]}") item
-    local -a user_env=()
-    read -ra user_env <<<"$SERVER_ENV"
-    for item in ${user_env[@]+"${user_env[@]}"}; do
-        [[ "$item" =~ ^[A-Z_][A-Z0-9_]*= ]] || die "SERVER_ENV: '$item' is not NAME=value"
-        extra_env+=("$item")
-    done
-    for ((attempt = 0; attempt < 5; attempt++)); do
-        port=$(pick_port)
-        # A clean environment, and the temp dir as working directory so that no .env file
-        # or stray variable (JWT_ISSUER, BETTER_AUTH_URL, …) changes what is measured.
-        (
-            cd "$WORK_DIR"
-            exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
-                HOST=127.0.0.1 PORT="$port" APP_ENV=development \
-                DATABASE_URL="$database_url" BETTER_AUTH_SECRET="$BENCH_SECRET" \
-                BCRYPT_COST=12 RUST_LOG=warn NO_COLOR=1 "${extra_env[@]}" \
-                "$BIN" serve
-        ) >"$server_log" 2>&1 &
-        SERVER_PID=$!
-        BASE_URL="http://127.0.0.1:$port"
-        for ((i = 0; i < 600; i++)); do
-            if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-                break
-            fi
-            if curl -fsS -o /dev/null --max-time 1 "$BASE_URL/health" 2>/dev/null; then
-                log "server up at $BASE_URL (pid $SERVER_PID)"
-                return 0
-            fi
-            sleep 0.1
-        done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            cat "$server_log" >&2
-            die "server did not answer /health within 60s"
-        fi
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-        if grep -qi "address.*in use" "$server_log"; then
-            log "port $port was taken meanwhile; retrying"
-            continue
-        fi
-        cat "$server_log" >&2
-        die "server exited during start-up"
-    done
-    die "could not start the server on a free port"
-}
+install_cleanup
 
 # ---------------------------------------------------------------------------------------
 # Data set-up
 # ---------------------------------------------------------------------------------------
-# api METHOD PATH [BODY]: prints the body, then a last line with the status code.
-api() {
-    local method=$1 path=$2 body=${3:-}
-    local args=(-sS -X "$method" -w '\n%{http_code}' --max-time 30)
-    [[ -n "${TOKEN:-}" ]] && args+=(-H "Authorization: Bearer $TOKEN")
-    [[ -n "$body" ]] && args+=(-H 'Content-Type: application/json' --data "$body")
-    curl "${args[@]}" "$BASE_URL$path"
-}
-
-# expect STATUS RESPONSE: checks the status line of an api() response, prints the body.
-expect() {
-    local want=$1 response=$2 status body
-    status=${response##*$'\n'}
-    body=${response%$'\n'*}
-    [[ "$status" == "$want" ]] || die "expected HTTP $want, got $status: $body"
-    printf '%s' "$body"
-}
-
 seed() {
-    local response body codes failed
-    TOKEN=""
-    response=$(api POST /api/auth/signup "$(jq -cn \
-        --arg u "$BENCH_USERNAME" --arg e "$BENCH_EMAIL" --arg p "$BENCH_PASSWORD" \
-        '{username: $u, email: $e, password: $p, confirm_password: $p}')")
-    body=$(expect 201 "$response")
-    USER_ID=$(jq -er '.user.id' <<<"$body")
-    TOKEN=$(jq -er '.access_token' <<<"$body")
+    local body
+    signup "$BENCH_USERNAME" "$BENCH_EMAIL" "$BENCH_PASSWORD"
     log "signed up $BENCH_USERNAME ($USER_ID)"
 
     log "creating $SEED_TASKS tasks (curl, 8 in parallel)"
-    # Each line of output is one status code; anything but 201 aborts the run.
-    codes=$(seq 1 "$SEED_TASKS" | xargs -P 8 -I '{}' \
-        curl -sS -o /dev/null -w '%{http_code}\n' --max-time 30 -X POST \
-        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-        --data '{"title": "Seed task {}", "description": "Benchmark seed task number {}"}' \
-        "$BASE_URL/api/$USER_ID/tasks" || true)
-    failed=$(grep -cv '^201$' <<<"$codes" || true)
-    ((failed == 0)) || die "$failed of $SEED_TASKS task creations did not return 201"
+    create_tasks "$SEED_TASKS" "Seed task {}" "Benchmark seed task number {}"
 
     # One task from the middle of the list, for the GET benchmark; also checks the count.
-    body=$(expect 200 "$(api GET "/api/$USER_ID/tasks?page_size=1&page=$(((SEED_TASKS + 1) / 2))")")
-    [[ $(jq -r '.total' <<<"$body") == "$SEED_TASKS" ]] ||
-        die "expected $SEED_TASKS tasks, the list says $(jq -r '.total' <<<"$body")"
-    TASK_ID=$(jq -er '.items[0].id' <<<"$body")
+    expect_task_total "$SEED_TASKS" "?page_size=1&page=$(((SEED_TASKS + 1) / 2))"
+    TASK_ID=$(jq -er '.items[0].id' <<<"$TASKS_BODY")
 
     # The login body must work before it is measured.
-    LOGIN_BODY=$(jq -cn --arg u "$BENCH_USERNAME" --arg p "$BENCH_PASSWORD" \
-        '{username: $u, password: $p}')
     TOKEN=""
     body=$(expect 200 "$(api POST /api/auth/login "$LOGIN_BODY")")
     TOKEN=$(jq -er '.access_token' <<<"$body")
@@ -294,7 +117,6 @@ RESULTS=()   # "db|endpoint|requests|req/s|ok/s|p50 ms|p99 ms|non2xx|connect/rea
 ANY_ERRORS=0
 
 fmt_ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
-per_second() { awk -v n="$1" -v us="$2" 'BEGIN { printf "%.1f", (us > 0 ? n / (us / 1e6) : 0) }'; }
 
 # run_wrk DB ENDPOINT
 run_wrk() {
@@ -325,24 +147,16 @@ run_wrk() {
         { cat "$out" >&2; die "wrk failed"; }
     [[ "$VERBOSE" == 1 ]] && cat "$out" >&2
 
-    local line
-    line=$(grep '^BENCH_RESULT ' "$out") || { cat "$out" >&2; die "no result line in wrk output"; }
-    # key=value pairs after the tag, into an associative array.
-    local -A r=()
-    local fields kv
-    read -ra fields <<<"${line#BENCH_RESULT }"
-    for kv in "${fields[@]}"; do
-        r[${kv%%=*}]=${kv#*=}
-    done
-    local requests=${r[requests]} non2xx=${r[non2xx]}
-    local connect=${r[connect]} reads=${r[read]} writes=${r[write]} timeouts=${r[timeout]}
+    read_bench_result "$out" || { cat "$out" >&2; die "no result line in wrk output"; }
+    local requests=${BENCH[requests]} non2xx=${BENCH[non2xx]}
+    local connect=${BENCH[connect]} reads=${BENCH[read]} writes=${BENCH[write]} timeouts=${BENCH[timeout]}
 
     local rps ok_rps p50 p99
-    rps=$(per_second "$requests" "${r[duration_us]}")
-    ok_rps=$(per_second "$((requests - non2xx))" "${r[duration_us]}")
+    rps=$(per_second "$requests" "${BENCH[duration_us]}")
+    ok_rps=$(per_second "$((requests - non2xx))" "${BENCH[duration_us]}")
     if ((requests > 0)); then
-        p50=$(fmt_ms "${r[p50_us]}")
-        p99=$(fmt_ms "${r[p99_us]}")
+        p50=$(fmt_ms "${BENCH[p50_us]}")
+        p99=$(fmt_ms "${BENCH[p99_us]}")
     else
         p50="-"
         p99="-"
@@ -375,7 +189,9 @@ bench_database() {
             database_url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$PG_DB"
             ;;
     esac
-    start_server "$database_url"
+    server_env_items "$SERVER_ENV"
+    start_server "$database_url" BETTER_AUTH_SECRET="$BENCH_SECRET" BCRYPT_COST=12 \
+        "${SERVER_DEFAULT_ENV[@]}" ${SERVER_ENV_ITEMS[@]+"${SERVER_ENV_ITEMS[@]}"}
     seed
     local endpoint
     for endpoint in "${ENDPOINTS[@]}"; do
@@ -397,33 +213,19 @@ print_table() {
     {
         echo "$header"
         printf '%s\n' "${RESULTS[@]}"
-    } | awk -F'|' '
-        { for (i = 1; i <= NF; i++) { cell[NR, i] = $i; if (length($i) > w[i]) w[i] = length($i) } n = NR; nf = NF }
-        END {
-            for (r = 1; r <= n; r++) {
-                line = ""
-                for (i = 1; i <= nf; i++) {
-                    # text columns left-aligned, numbers right-aligned
-                    fmt = (i == nf) ? "%s" : (i <= 2) ? "%-" w[i] "s" : "%" w[i] "s"
-                    line = line (i > 1 ? "  " : "") sprintf(fmt, cell[r, i])
-                }
-                print line
-                if (r == 1) { sep = line; gsub(/./, "-", sep); print sep }
-            }
-        }'
+    } | print_columns 1 2
 }
 
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
-ensure_tools
+TOOLS=(wrk jq curl)
+if [[ " ${DATABASES[*]} " == *" postgres "* ]]; then
+    TOOLS+=(psql:postgresql-client)
+fi
+ensure_tools "${TOOLS[@]}"
 
-cd "$REPO_ROOT"
-log "building: cargo build --release --locked"
-cargo build --release --locked
-# Honours CARGO_TARGET_DIR and .cargo/config.toml, like cargo itself.
-BIN="$(cargo metadata --format-version 1 --no-deps --locked | jq -r '.target_directory')/release/todo-api"
-[[ -x "$BIN" ]] || die "$BIN was not built"
+build_release
 
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/todo-bench.XXXXXX")
 
@@ -434,11 +236,7 @@ for db in "${DATABASES[@]}"; do
     bench_database "$db"
 done
 
-COMMIT=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-# bench/ itself does not change what is measured.
-if [[ -n $(git -C "$REPO_ROOT" status --porcelain -- . ':(exclude)bench' 2>/dev/null) ]]; then
-    COMMIT="$COMMIT (with uncommitted changes)"
-fi
+COMMIT=$(commit_description)
 
 echo
 echo "todo-api load benchmark"

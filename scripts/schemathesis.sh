@@ -30,7 +30,6 @@
 #   CHECKS              schemathesis checks (default: the four above; `all` for every one)
 #   KEEP_REPORT=DIR     also write schemathesis' JUnit and NDJSON reports to DIR
 #   SERVER_LOG=FILE     copy the service's log (RUST_LOG=warn) to FILE at the end
-# shellcheck disable=SC2317  # stop_server and cleanup run from the trap
 set -euo pipefail
 
 SCHEMATHESIS_VERSION=4.32.5
@@ -61,47 +60,20 @@ if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
 fi
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/service.sh
+source "$SCRIPT_DIR/lib/service.sh"
+SERVICE_NAME=service
+SERVICE_HEALTH_TIMEOUT=30
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-# ---------------------------------------------------------------------------------------
-# Cleanup: stop the service by its PID, remove the temp dir.
-# ---------------------------------------------------------------------------------------
-WORK_DIR=""
-SERVER_PID=""
-
-stop_server() {
-    local pid=$SERVER_PID i
-    SERVER_PID=""
-    [[ -n "$pid" ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_server
+# Cleanup (lib/service.sh): stops the service by its PID, then copies its log to SERVER_LOG
+# if asked, and removes the temp dir.
+# shellcheck disable=SC2317  # run from the trap
+on_cleanup() {
     if [[ -n "$SERVER_LOG" && -n "$WORK_DIR" && -f "$WORK_DIR/server.log" ]]; then
         cp -- "$WORK_DIR/server.log" "$SERVER_LOG" || true
     fi
-    if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
-        rm -rf -- "$WORK_DIR"
-    fi
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 command -v curl >/dev/null || die "curl is needed"
 command -v cargo >/dev/null || die "cargo is not on PATH"
@@ -140,64 +112,17 @@ BIN="${CARGO_TARGET_DIR:-target}/debug/todo-api"
 
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/todo-schemathesis.XXXXXX")
 
-free_port() {
-    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Starts the service on a free port; sets SERVER_PID and BASE_URL.
-start_server() {
-    local attempt port i
-    for ((attempt = 0; attempt < 5; attempt++)); do
-        port=$(free_port)
-        # A clean environment, and the temp dir as working directory, so that no .env file
-        # or stray variable (JWT_ISSUER, BETTER_AUTH_URL, …) changes what is tested.
-        (
-            cd -- "$WORK_DIR"
-            exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
-                HOST=127.0.0.1 PORT="$port" APP_ENV=development \
-                DATABASE_URL="sqlite://$WORK_DIR/todo.db" BETTER_AUTH_SECRET="$SECRET" \
-                BCRYPT_COST=4 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_ACCOUNT=0 \
-                RUST_LOG=warn NO_COLOR=1 \
-                "$BIN" serve
-        ) >"$WORK_DIR/server.log" 2>&1 &
-        SERVER_PID=$!
-        BASE_URL="http://127.0.0.1:$port"
-        for ((i = 0; i < 300; i++)); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            if curl -fsS -o /dev/null --max-time 1 "$BASE_URL/health" 2>/dev/null; then
-                log "service up at $BASE_URL (pid $SERVER_PID)"
-                return 0
-            fi
-            sleep 0.1
-        done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            cat -- "$WORK_DIR/server.log" >&2
-            die "the service did not answer /health within 30 s"
-        fi
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-        if grep -qi "address.*in use" "$WORK_DIR/server.log"; then
-            log "port $port was taken meanwhile; retrying"
-            continue
-        fi
-        cat -- "$WORK_DIR/server.log" >&2
-        die "the service exited during start-up"
-    done
-    die "could not start the service on a free port"
-}
-
-start_server
+start_server "sqlite://$WORK_DIR/todo.db" BETTER_AUTH_SECRET="$SECRET" \
+    BCRYPT_COST=4 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_ACCOUNT=0
 
 # ---------------------------------------------------------------------------------------
 # 3. one user: its token and id
 # ---------------------------------------------------------------------------------------
 signup_body=$(printf '{"username":"%s","email":"%s","password":"%s","confirm_password":"%s"}' \
     "$USERNAME" "$EMAIL" "$PASSWORD" "$PASSWORD")
-response=$(curl -sS --max-time 30 -w '\n%{http_code}' -H 'Content-Type: application/json' \
-    --data "$signup_body" "$BASE_URL/api/auth/signup")
-status=${response##*$'\n'}
-body=${response%$'\n'*}
-[[ "$status" == 201 ]] || die "sign-up answered HTTP $status: $body"
+TOKEN=""   # api() sends TOKEN when set: none for the sign-up
+response=$(api POST /api/auth/signup "$signup_body")
+body=$(expect 201 "$response")
 read -r USER_ID TOKEN < <("$PYTHON" -c '
 import json, sys
 r = json.load(sys.stdin)
