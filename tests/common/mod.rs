@@ -120,19 +120,8 @@ impl TestApp {
                 (url, Some(dir), None)
             }
             Backend::Postgres => {
-                let name = format!("todo_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = admin_url();
-                let mut connection = PgConnection::connect(&admin).await.unwrap_or_else(|error| {
-                    panic!(
-                        "PostgreSQL must be reachable at {admin} (set TEST_DATABASE_URL): {error}"
-                    )
-                });
-                connection
-                    .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-                    .await
-                    .expect("create the test database");
-                connection.close().await.ok();
-                (url_for_database(&admin, &name), None, Some(name))
+                let (name, url) = create_test_database().await;
+                (url, None, Some(name))
             }
         };
         let mut app = Self::spawn_on(&database_url, configure).await;
@@ -268,25 +257,46 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             stop.send(()).ok();
         }
-        let Some(name) = self.postgres_database.take() else {
-            return;
-        };
-        // Dropping needs async I/O, and Drop cannot await: do it on a thread of its own.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(mut connection) = PgConnection::connect(&admin_url()).await {
-                    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
-                    connection.execute(sql.as_str()).await.ok();
-                }
-            });
-        })
-        .join()
-        .ok();
+        if let Some(name) = self.postgres_database.take() {
+            drop_test_database(name);
+        }
     }
+}
+
+/// Creates a fresh database on the test PostgreSQL server; returns its name and URL. The
+/// `todo_test_` prefix lets scripts/test.sh sweep databases an interrupted run left behind.
+pub async fn create_test_database() -> (String, String) {
+    let name = format!("todo_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = admin_url();
+    let mut connection = PgConnection::connect(&admin).await.unwrap_or_else(|error| {
+        panic!("PostgreSQL must be reachable at {admin} (set TEST_DATABASE_URL): {error}")
+    });
+    connection
+        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("create the test database");
+    connection.close().await.ok();
+    let url = url_for_database(&admin, &name);
+    (name, url)
+}
+
+/// Drops a database made by [`create_test_database`]. Usable from `Drop`, which cannot
+/// await: the async work runs on a thread of its own.
+pub fn drop_test_database(name: String) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            if let Ok(mut connection) = PgConnection::connect(&admin_url()).await {
+                let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+                connection.execute(sql.as_str()).await.ok();
+            }
+        });
+    })
+    .join()
+    .ok();
 }
 
 /// Asserts that `response` is a problem document with `status`, and returns its body.

@@ -20,9 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{Connection, Executor, PgConnection};
-
-use crate::common::{Backend, admin_url};
+use crate::common::{Backend, create_test_database, drop_test_database};
 
 /// The HS256 secret every process test gives the binary (at least 32 bytes).
 pub const PROCESS_SECRET: &str = "process-fault-tests-secret-0123456789-abcdefghij";
@@ -50,21 +48,8 @@ impl TestDatabase {
                 None,
             ),
             Backend::Postgres => {
-                let name = format!("todo_proc_{}", uuid::Uuid::new_v4().simple());
-                let admin = admin_url();
-                let mut connection = PgConnection::connect(&admin).await.unwrap_or_else(|error| {
-                    panic!(
-                        "PostgreSQL must be reachable at {admin} (set TEST_DATABASE_URL): {error}"
-                    )
-                });
-                connection
-                    .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-                    .await
-                    .expect("create the test database");
-                connection.close().await.ok();
-                let mut url = url::Url::parse(&admin).expect("TEST_DATABASE_URL is a URL");
-                url.set_path(&name);
-                (url.to_string(), Some(name))
+                let (name, url) = create_test_database().await;
+                (url, Some(name))
             }
         };
         Self {
@@ -82,24 +67,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(name) = self.postgres_database.take() else {
-            return;
-        };
-        // Dropping needs async I/O, and Drop cannot await: do it on a thread of its own.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(mut connection) = PgConnection::connect(&admin_url()).await {
-                    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
-                    connection.execute(sql.as_str()).await.ok();
-                }
-            });
-        })
-        .join()
-        .ok();
+        if let Some(name) = self.postgres_database.take() {
+            drop_test_database(name);
+        }
     }
 }
 
