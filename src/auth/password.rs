@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::domain::{PASSWORD_MAX_BYTES, Password};
 use crate::error::ApiError;
@@ -19,18 +19,21 @@ pub struct PasswordHasher {
     /// Hashes running.
     running: Arc<Semaphore>,
     /// A hash of nothing anyone knows, verified against when a login names no account, so
-    /// that an unknown user takes as long as a wrong password.
-    dummy_hash: Arc<OnceCell<String>>,
+    /// that an unknown user takes as long as a wrong password — from the very first login,
+    /// which is why it is made at start-up.
+    dummy_hash: Arc<str>,
 }
 
 impl PasswordHasher {
-    pub fn new(cost: u32, concurrency: usize, queue: usize) -> Self {
-        Self {
+    pub async fn start(cost: u32, concurrency: usize, queue: usize) -> anyhow::Result<Self> {
+        let secret: [u8; 16] = rand::random();
+        let dummy_hash = tokio::task::spawn_blocking(move || bcrypt::hash(secret, cost)).await??;
+        Ok(Self {
             cost,
             admitted: Arc::new(Semaphore::new(concurrency + queue)),
             running: Arc::new(Semaphore::new(concurrency)),
-            dummy_hash: Arc::new(OnceCell::new()),
-        }
+            dummy_hash: dummy_hash.into(),
+        })
     }
 
     /// A 503 at once when no more hashes may wait, so that an overloaded sign-up or login
@@ -63,15 +66,7 @@ impl PasswordHasher {
 
     /// Spends the time of a verification, for a login that names no account.
     pub async fn verify_nothing(&self, password: &str) -> Result<(), ApiError> {
-        let dummy = self
-            .dummy_hash
-            .get_or_try_init(|| async {
-                let cost = self.cost;
-                let secret: [u8; 16] = rand::random();
-                self.run(move || bcrypt::hash(secret, cost)).await
-            })
-            .await?;
-        self.verify(password, dummy).await.map(drop)
+        self.verify(password, &self.dummy_hash).await.map(drop)
     }
 
     async fn run<T: Send + 'static>(
