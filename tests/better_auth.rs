@@ -102,22 +102,6 @@ fn ids_in(page: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Asserts that `response` refuses the token: 401, `WWW-Authenticate: Bearer`, a problem.
-async fn expect_unauthorized(response: Response, case: &str) {
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
-    let challenge = response
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        challenge.starts_with("Bearer"),
-        "{case}: WWW-Authenticate is {challenge:?}"
-    );
-    expect_problem(response, StatusCode::UNAUTHORIZED).await;
-}
-
 async fn sign_up(ba: &BetterAuth, name: &str) -> BetterAuthUser {
     ba.sign_up(&format!("{name}@example.com"), BA_PASSWORD, name)
         .await

@@ -157,21 +157,6 @@ fn referenced_assets(html: &str) -> Vec<String> {
     assets
 }
 
-/// Reads from `stream` up to the blank line that ends a response head.
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let read = stream
-            .read(&mut byte)
-            .await
-            .expect("read the response head");
-        assert_eq!(read, 1, "the connection closed mid-head: {head:?}");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).expect("the head is text")
-}
-
 on_both_databases! {
     async fn health_is_200_without_a_token(app: TestApp) {
         let response = app.request(Method::GET, "/health").send().await.unwrap();

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Backend, hs256_token, now};
+use common::{Backend, hs256_token, now, read_head};
 use futures_util::{StreamExt, stream};
 use process::{PROCESS_SECRET, ServerProcess, TestDatabase};
 use reqwest::StatusCode;
@@ -75,21 +75,6 @@ async fn signup(
 fn id_from_location(response: &reqwest::Response) -> Option<String> {
     let location = response.headers().get("location")?.to_str().ok()?;
     location.rsplit('/').next().map(str::to_owned)
-}
-
-/// Reads one response head (up to the blank line) from a raw connection.
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let read = stream
-            .read(&mut byte)
-            .await
-            .expect("read the response head");
-        assert_eq!(read, 1, "the connection closed mid-head: {head:?}");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).expect("the head is text")
 }
 
 /// Opens a raw connection and sends the head of a sign-up with `Expect: 100-continue`;

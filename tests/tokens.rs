@@ -124,19 +124,7 @@ async fn list_as(app: &TestApp, authorization: &str) -> reqwest::Response {
 }
 
 async fn assert_refused(app: &TestApp, case: &str, authorization: &str) {
-    let response = list_as(app, authorization).await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        challenge.starts_with("Bearer"),
-        "{case}: challenge {challenge:?}"
-    );
-    expect_problem(response, StatusCode::UNAUTHORIZED).await;
+    expect_unauthorized(list_as(app, authorization).await, case).await;
 }
 
 async fn every_forged_or_confused_token_is_a_401(backend: Backend) {

@@ -322,6 +322,43 @@ pub async fn expect_problem(response: reqwest::Response, status: StatusCode) -> 
     body
 }
 
+/// Asserts that `response` refuses its credentials: 401, a `WWW-Authenticate: Bearer`
+/// challenge, and a problem document.
+pub async fn expect_unauthorized(response: reqwest::Response, case: &str) {
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "{case} must be a 401"
+    );
+    let challenge = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer"),
+        "{case}: WWW-Authenticate is {challenge:?}"
+    );
+    expect_problem(response, StatusCode::UNAUTHORIZED).await;
+}
+
+/// Reads one response head (up to the blank line) from a raw connection.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = stream
+            .read(&mut byte)
+            .await
+            .expect("read the response head");
+        assert_eq!(read, 1, "the connection closed mid-head: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).expect("the head is text")
+}
+
 /// The fields named in a 400 problem's `errors`.
 pub fn error_fields(problem: &Value) -> Vec<String> {
     problem["errors"]
