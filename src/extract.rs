@@ -175,10 +175,13 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
         })
 }
 
+fn parse_value(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::field("body", format!("is not valid JSON: {error}")))
+}
+
 fn parse_json(bytes: &[u8]) -> Result<JsonObject, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|error| ApiError::field("body", format!("is not valid JSON: {error}")))?;
-    JsonObject::from_value(value)
+    JsonObject::from_value(parse_value(bytes)?)
 }
 
 /// The body limit in force, put in request extensions so that a 413 can say it.
@@ -217,11 +220,11 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
         if !json {
             return Err(ApiError::UnsupportedMediaType(EXPECT_JSON));
         }
-        // A JSON `null` is no body either.
-        if serde_json::from_slice::<Value>(&bytes).is_ok_and(|value| value.is_null()) {
-            return Ok(Self(None));
+        match parse_value(&bytes)? {
+            // A JSON `null` is no body either.
+            Value::Null => Ok(Self(None)),
+            value => JsonObject::from_value(value).map(|object| Self(Some(object))),
         }
-        parse_json(&bytes).map(|object| Self(Some(object)))
     }
 }
 
