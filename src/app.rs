@@ -120,7 +120,13 @@ impl Application {
             max_page_size: settings.max_page_size,
         };
         let router = router(state, &settings);
-        let listener = TcpListener::bind((settings.host, settings.port)).await?;
+        let address = SocketAddr::new(settings.host, settings.port);
+        let listener = TcpListener::bind(address).await.map_err(|error| {
+            anyhow::Error::new(error).context(format!(
+                "cannot listen on {address} (set by HOST and PORT; choose a free port with PORT, \
+                 or another interface with HOST)"
+            ))
+        })?;
         tracing::info!(address = %listener.local_addr()?, "listening");
         Ok(Self {
             listener,
@@ -187,8 +193,15 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(ops::router())
         .split_for_parts();
     openapi::complete(&mut api);
+    // The browser-facing header lists come from the document, so they cannot drift from it.
+    let cors_headers = openapi::cors_headers(&api);
+    let docs_title = format!("{} — Swagger UI", api.info.title);
+    let docs: Router<AppState> =
+        Router::from(SwaggerUi::new("/docs").url("/openapi.json", api)).layer(
+            middleware::from_fn_with_state(Arc::new(docs_title), openapi::title_swagger_ui),
+        );
     let routes = routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .merge(docs)
         .fallback(|| async { ApiError::NotFound("no such route") })
         // A request still running after this is answered with a 503 (and its work dropped).
         .layer(TimeoutLayer::with_status_code(
@@ -203,7 +216,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     let routes = if settings.cors_origins.is_empty() {
         routes
     } else {
-        routes.layer(cors(&settings.cors_origins))
+        routes.layer(cors(&settings.cors_origins, cors_headers))
     };
     routes
         .layer(middleware::from_fn_with_state(
@@ -220,7 +233,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .with_state(state)
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+fn cors(origins: &[String], headers: openapi::CorsHeaders) -> CorsLayer {
     let allow_origin = if origins.iter().any(|origin| origin == "*") {
         AllowOrigin::any()
     } else {
@@ -239,12 +252,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             Method::PATCH,
             Method::DELETE,
         ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::IF_MATCH,
-        ])
-        .expose_headers([header::LOCATION, header::ETAG, REQUEST_ID.clone()])
+        .allow_headers(headers.allowed)
+        .expose_headers(headers.exposed)
         .max_age(std::time::Duration::from_secs(600))
 }
 
@@ -266,7 +275,8 @@ async fn log_request(request: Request<Body>, next: Next) -> Response {
     let span = tracing::info_span!("request", %method, %route, %request_id);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    // Whole microseconds as milliseconds: `1.234`, not `1.2339870000000001`.
+    let latency_ms = start.elapsed().as_micros() as f64 / 1000.0;
     span.in_scope(|| {
         // A 503 is the service refusing work it cannot do now (database or key server
         // away, hashing queue full): worth a warning, not an error.

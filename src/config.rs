@@ -6,6 +6,11 @@
 
 use std::{fmt, net::IpAddr, time::Duration};
 
+pub mod database_url;
+pub mod reference;
+
+pub use database_url::{Database, SqliteLocation};
+
 /// Which database a `DATABASE_URL` points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatabaseKind {
@@ -332,6 +337,13 @@ impl Settings {
         database_kind(self.database_url.expose())
     }
 
+    /// What `DATABASE_URL` means, in the form the database driver reads; see
+    /// [`database_url`] for the spellings accepted and refused.
+    pub fn database(&self) -> Result<Database, ConfigError> {
+        database_url::resolve_here(self.database_url.expose())
+            .map_err(|reason| ConfigError::new("DATABASE_URL", reason))
+    }
+
     /// Where Better Auth's key set is and what its tokens must claim; `None` when neither
     /// `BETTER_AUTH_URL` nor `JWKS_URL` is set (HS256 only).
     pub fn jwks(&self) -> Option<JwksSettings> {
@@ -368,15 +380,10 @@ fn parse_http_url(variable: &'static str, value: &str) -> Result<url::Url, Confi
 }
 
 fn database_kind(url: &str) -> Result<DatabaseKind, ConfigError> {
-    if url.starts_with("sqlite:") {
-        Ok(DatabaseKind::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(DatabaseKind::Postgres)
-    } else {
-        Err(ConfigError::new(
-            "DATABASE_URL",
-            "must start with sqlite:, postgres:// or postgresql://",
-        ))
+    match database_url::resolve_here(url) {
+        Ok(Database::Sqlite { .. }) => Ok(DatabaseKind::Sqlite),
+        Ok(Database::Postgres { .. }) => Ok(DatabaseKind::Postgres),
+        Err(reason) => Err(ConfigError::new("DATABASE_URL", reason)),
     }
 }
 

@@ -312,10 +312,14 @@ impl IfMatch {
         }
     }
 
+    /// `None` when the header is not `*` or a list of entity tags, including when it is
+    /// empty: RFC 9110 §13.1.1 requires at least one member.
     fn parse(values: &[&str]) -> Option<Self> {
         let mut tags = Vec::new();
+        let mut members = 0;
         for value in values {
             for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                members += 1;
                 if tag == "*" {
                     return Some(Self::Any);
                 }
@@ -332,7 +336,7 @@ impl IfMatch {
                 }
             }
         }
-        Some(Self::Tags(tags))
+        (members > 0).then_some(Self::Tags(tags))
     }
 }
 
@@ -374,5 +378,11 @@ mod tests {
         assert!(tags.matches("\"1\"") && tags.matches("\"3\"") && !tags.matches("\"2\""));
         assert_eq!(IfMatch::parse(&["3"]), None);
         assert_eq!(IfMatch::parse(&["\"a\"b\""]), None);
+        for empty in [&[""][..], &[" "], &[","], &[" , ", ""]] {
+            assert_eq!(IfMatch::parse(empty), None, "{empty:?}");
+        }
+        for empty in [&[""][..], &[" "], &[","], &[" , ", ""]] {
+            assert_eq!(IfMatch::parse(empty), None, "{empty:?}");
+        }
     }
 }

@@ -2,18 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use todo_api::{Application, Settings, storage, telemetry};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use todo_api::{Application, Settings, config::reference, storage, telemetry};
 
+/// `--help` ends with every setting, from the one table in `config::reference`.
 #[derive(Parser)]
 #[command(
     version,
-    about = "Multi-user Todo REST API on SQLite (default) or PostgreSQL",
-    after_help = "Configuration comes from the environment and a .env file: DATABASE_URL, \
-                  BETTER_AUTH_SECRET, APP_ENV, HOST, PORT, JWT_ISSUER, JWT_AUDIENCE, \
-                  JWT_EXPIRES_IN_SECONDS, BCRYPT_COST, CORS_ORIGINS, MAX_BODY_BYTES, \
-                  DATABASE_MAX_CONNECTIONS, DATABASE_ACQUIRE_TIMEOUT_SECONDS, RUST_LOG, \
-                  LOG_FORMAT. See the README."
+    about = "Multi-user Todo REST API on SQLite (default) or PostgreSQL"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,7 +26,14 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .after_long_help(reference::help_text())
+        .after_help(reference::help_text())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     if let Err(error) = dotenvy::dotenv()
         && !error.not_found()
     {
@@ -51,9 +54,10 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, in the log (which is where a JSON log collector looks): printing it to
+        // stderr as well would show the same text twice in a terminal.
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }

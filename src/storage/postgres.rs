@@ -17,7 +17,7 @@ use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_co
 const TITLE_KEY: &str = "lower(title) COLLATE \"C\"";
 use crate::{
     auth::domain::{Email, LoginId, User, UserCredentials, Username},
-    config::{Settings, is_pgbouncer_url},
+    config::{Database, Settings, is_pgbouncer_url},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
 };
 
@@ -56,7 +56,11 @@ impl Session {
 
 impl PostgresStore {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let url = settings.database_url.expose();
+        // SQLAlchemy's spellings (`postgresql+asyncpg://…?ssl=require`) become sqlx's.
+        let Database::Postgres { url } = settings.database()? else {
+            anyhow::bail!("DATABASE_URL is not a PostgreSQL URL");
+        };
+        let url = url.as_str();
         let pgbouncer = is_pgbouncer_url(url);
         // The URL's own parameters (sslmode, sslrootcert, options …) are honoured as given,
         // so a Neon connection string works as pasted. `pgbouncer` is ours, not libpq's.

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_columns};
 use crate::{
     auth::domain::{Email, LoginId, User, UserCredentials, Username},
-    config::Settings,
+    config::{Database, Settings, SqliteLocation},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
 };
 
@@ -26,8 +26,32 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let url = settings.database_url.expose();
-        let options = SqliteConnectOptions::from_str(url)?
+        let Database::Sqlite { location, params } = settings.database()? else {
+            anyhow::bail!("DATABASE_URL is not an SQLite URL");
+        };
+        // Options from the URL's parameters alone; the file is the resolved absolute path,
+        // so that what is logged is what is opened.
+        let params = params
+            .map(|params| format!("?{params}"))
+            .unwrap_or_default();
+        let options = match &location {
+            SqliteLocation::Memory => {
+                SqliteConnectOptions::from_str(&format!("sqlite::memory:{params}"))?
+            }
+            SqliteLocation::File(path) => {
+                SqliteConnectOptions::from_str(&format!("sqlite:{params}"))?.filename(path)
+            }
+        };
+        let in_memory = location == SqliteLocation::Memory || params.contains("mode=memory");
+        match &location {
+            SqliteLocation::File(path) if !in_memory => {
+                tracing::info!(sqlite_file = %path.display(), "SQLite database file");
+            }
+            _ => tracing::warn!(
+                "the SQLite database is in memory: its data is lost when the process exits"
+            ),
+        }
+        let options = options
             .create_if_missing(true)
             // WAL lets readers run beside the writer; NORMAL sync keeps every committed write
             // across a crash of the process (not of the machine), at a fraction of FULL's cost.
@@ -36,7 +60,6 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         // Each connection to an in-memory database is a database of its own: keep just one.
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let mut pool = SqlitePoolOptions::new()
             .max_connections(if in_memory {
                 1

@@ -1,0 +1,250 @@
+//! The one list of settings: every environment variable the service reads, what it means and
+//! its default. `--help` prints it, and a test checks that the README's configuration table
+//! says the same, so neither can drift from the code.
+
+/// One row of the settings table: variables documented together (`HOST`, `PORT`), their
+/// meaning and their default, in the README's Markdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub names: &'static [&'static str],
+    pub meaning: &'static str,
+    pub default: &'static str,
+}
+
+/// Every setting, in the README's order. A new setting gets a row here (and the same row in
+/// the README's table).
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        names: &["DATABASE_URL"],
+        meaning: "`sqlite://todo.db` (a file in the working directory), SQLAlchemy's `sqlite:///./todo.db` and `sqlite:////absolute/path.db`, `sqlite::memory:`, or `postgres://…` / `postgresql://…` (also `postgresql+psycopg2://…`, `postgresql+asyncpg://…`; URL parameters such as `sslmode` are honoured); see [DATABASE_URL spellings](docs/API.md#database_url-spellings)",
+        default: "`sqlite://todo.db`",
+    },
+    Setting {
+        names: &["BETTER_AUTH_SECRET"],
+        meaning: "HS256 secret, at least 32 bytes",
+        default: "unset: random per process, with a warning; refused when `APP_ENV=production`",
+    },
+    Setting {
+        names: &["APP_ENV"],
+        meaning: "`development` (or `dev`) or `production` (or `prod`), any case",
+        default: "`development`",
+    },
+    Setting {
+        names: &["HOST", "PORT"],
+        meaning: "listen address",
+        default: "`127.0.0.1`, `8000`",
+    },
+    Setting {
+        names: &["JWT_ISSUER", "JWT_AUDIENCE"],
+        meaning: "put in issued tokens and required of presented ones",
+        default: "unset",
+    },
+    Setting {
+        names: &["JWT_EXPIRES_IN_SECONDS"],
+        meaning: "lifetime of issued tokens (60 s – 30 days)",
+        default: "`86400`",
+    },
+    Setting {
+        names: &["BCRYPT_COST"],
+        meaning: "bcrypt work factor (4–31)",
+        default: "`12`",
+    },
+    Setting {
+        names: &["CORS_ORIGINS"],
+        meaning: "comma-separated origins allowed to call the API from a browser (`*` for any)",
+        default: "none",
+    },
+    Setting {
+        names: &["MAX_BODY_BYTES"],
+        meaning: "largest request body; larger is a 413",
+        default: "`131072`",
+    },
+    Setting {
+        names: &["DATABASE_MAX_CONNECTIONS"],
+        meaning: "connection pool size",
+        default: "`10`",
+    },
+    Setting {
+        names: &["DATABASE_ACQUIRE_TIMEOUT_SECONDS"],
+        meaning: "how long a request waits for a connection before a 503",
+        default: "`5`",
+    },
+    Setting {
+        names: &["JWT_LEEWAY_SECONDS"],
+        meaning: "clock skew tolerated on `exp` and `nbf`",
+        default: "`60`",
+    },
+    Setting {
+        names: &["BETTER_AUTH_URL"],
+        meaning: "the Better Auth server's base URL: its JWT plugin's tokens are then accepted, verified with the JWKS at its origin + `/api/auth/jwks`, with `iss` = `aud` = that origin",
+        default: "unset: HS256 only",
+    },
+    Setting {
+        names: &["JWKS_URL"],
+        meaning: "the key set's location, when not at `BETTER_AUTH_URL`'s origin (without `BETTER_AUTH_URL`, set `JWT_ISSUER` and `JWT_AUDIENCE`)",
+        default: "unset",
+    },
+    Setting {
+        names: &["JWKS_REFETCH_INTERVAL_SECONDS"],
+        meaning: "an unknown `kid` refetches the key set at most once per interval",
+        default: "`10`",
+    },
+    Setting {
+        names: &["JWKS_FETCH_TIMEOUT_SECONDS"],
+        meaning: "bound on one key-set fetch",
+        default: "`5`",
+    },
+    Setting {
+        names: &["AUTH_RATE_LIMIT_PER_IP"],
+        meaning: "sign-up and login attempts per client address per minute (`0`: off)",
+        default: "`30`",
+    },
+    Setting {
+        names: &["AUTH_RATE_LIMIT_PER_ACCOUNT"],
+        meaning: "login attempts per username or email (and sign-ups per email) per minute (`0`: off)",
+        default: "`10`",
+    },
+    Setting {
+        names: &["PASSWORD_HASH_CONCURRENCY"],
+        meaning: "bcrypt computations at once",
+        default: "cores − 1 (at least 1)",
+    },
+    Setting {
+        names: &["PASSWORD_HASH_QUEUE"],
+        meaning: "bcrypt computations allowed to wait; beyond, a `503` at once",
+        default: "`64`",
+    },
+    Setting {
+        names: &["MAX_HEADER_BYTES"],
+        meaning: "total size of request headers; larger is a `431`",
+        default: "`131072`",
+    },
+    Setting {
+        names: &["REQUEST_TIMEOUT_SECONDS"],
+        meaning: "a request still running after this gets a `503`",
+        default: "`30`",
+    },
+    Setting {
+        names: &["MAX_PAGE_SIZE"],
+        meaning: "largest `page_size` a listing accepts",
+        default: "`100`",
+    },
+    Setting {
+        names: &["DATABASE_STARTUP_TIMEOUT_SECONDS"],
+        meaning: "how long start-up retries an unreachable database (with backoff, logging each attempt) before exiting non-zero",
+        default: "`30`",
+    },
+    Setting {
+        names: &["MIGRATE_ON_START"],
+        meaning: "apply migrations at start-up",
+        default: "`true` (`false` for `pgbouncer=true` URLs)",
+    },
+    Setting {
+        names: &["SHUTDOWN_GRACE_SECONDS"],
+        meaning: "after SIGTERM/SIGINT, how long in-flight requests may finish",
+        default: "`30`",
+    },
+    Setting {
+        names: &["RUST_LOG"],
+        meaning: "log levels, `tracing` syntax",
+        default: "`info`",
+    },
+    Setting {
+        names: &["LOG_FORMAT"],
+        meaning: "`text` or `json` (one JSON object per line)",
+        default: "`text`",
+    },
+];
+
+impl Setting {
+    /// The row as the README's configuration table writes it.
+    pub fn markdown_row(&self) -> String {
+        let names: Vec<String> = self.names.iter().map(|name| format!("`{name}`")).collect();
+        format!(
+            "| {} | {} | {} |",
+            names.join(", "),
+            self.meaning,
+            self.default
+        )
+    }
+}
+
+/// The settings as plain text for `--help`: Markdown code spans and links unwrapped.
+pub fn help_text() -> String {
+    let mut text = String::from(
+        "Settings (environment variables, or a .env file in the working directory; a bad \
+         value stops the process before it listens, naming the variable):\n",
+    );
+    for setting in SETTINGS {
+        text.push_str(&format!(
+            "\n  {}\n      {}\n      default: {}\n",
+            setting.names.join(", "),
+            plain(setting.meaning),
+            plain(setting.default),
+        ));
+    }
+    text
+}
+
+/// Markdown to plain text: `[text](target)` becomes `text (target)`, backticks go.
+fn plain(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len());
+    let mut rest = markdown;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find("](").map(|i| open + i) else {
+            break;
+        };
+        let Some(end) = rest[close..].find(')').map(|i| close + i) else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(&rest[open + 1..close]);
+        out.push_str(" (");
+        out.push_str(&rest[close + 2..end]);
+        out.push(')');
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out.replace('`', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, collections::BTreeSet};
+
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn every_variable_the_settings_read_is_in_the_table_and_nothing_else() {
+        let read = RefCell::new(BTreeSet::new());
+        Settings::from_lookup(|name| {
+            read.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .expect("the defaults parse");
+        // RUST_LOG is read by the log filter, not by Settings.
+        let mut documented: BTreeSet<String> = SETTINGS
+            .iter()
+            .flat_map(|setting| setting.names.iter().map(|name| (*name).to_owned()))
+            .collect();
+        documented.remove("RUST_LOG");
+        assert_eq!(read.into_inner(), documented);
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_default_in_plain_text() {
+        let help = help_text();
+        for setting in SETTINGS {
+            for name in setting.names {
+                assert!(help.contains(name), "{name} missing from --help");
+            }
+        }
+        assert!(!help.contains('`'));
+        assert!(help.contains("listen address\n      default: 127.0.0.1, 8000"));
+        assert_eq!(
+            plain("see [the docs](docs/API.md#x) now"),
+            "see the docs (docs/API.md#x) now"
+        );
+    }
+}
