@@ -8,7 +8,9 @@
 # What it does:
 #   1. creates a venv ($SCHEMATHESIS_VENV) and installs schemathesis==$SCHEMATHESIS_VERSION
 #      into it, unless that exact version is already there;
-#   2. `cargo build --locked` (debug), binary under ${CARGO_TARGET_DIR:-target}/debug/;
+#   2. `cargo build --locked` (debug), binary under ${CARGO_TARGET_DIR:-target}/debug/ —
+#      or, with TODO_API_BIN set, that binary as it is (scripts/test.sh passes the one
+#      `cargo test` built, so the service is built once);
 #   3. starts the service on a fresh SQLite file in a temp dir, on a free port, with a fixed
 #      BETTER_AUTH_SECRET, BCRYPT_COST=4 and the auth rate limits off;
 #   4. signs up one user and runs `schemathesis run` against /openapi.json with that user's
@@ -21,6 +23,7 @@
 #
 # Environment (all optional):
 #   SCHEMATHESIS_VENV   venv location (default ~/.cache/todo-api/schemathesis-venv)
+#   TODO_API_BIN        a todo-api binary to test instead of building one
 #   MAX_EXAMPLES        test cases per operation and phase (default 50)
 #   SEED                hypothesis seed (default 20240601): same seed, same inputs
 #   PHASES              schemathesis phases (default examples,coverage,fuzzing,stateful)
@@ -40,6 +43,7 @@ PHASES=${PHASES:-examples,coverage,fuzzing,stateful}
 WORKERS=${WORKERS:-1}
 KEEP_REPORT=${KEEP_REPORT:-}
 SERVER_LOG=${SERVER_LOG:-}
+TODO_API_BIN=${TODO_API_BIN:-}
 CHECKS=${CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}
 
 # Fixed test data: a throw-away service, so nothing here is a secret.
@@ -53,6 +57,7 @@ abspath() { if [[ -n "$1" && "$1" != /* ]]; then printf '%s/%s' "$PWD" "$1"; els
 KEEP_REPORT=$(abspath "$KEEP_REPORT")
 SERVER_LOG=$(abspath "$SERVER_LOG")
 SCHEMATHESIS_VENV=$(abspath "$SCHEMATHESIS_VENV")
+TODO_API_BIN=$(abspath "$TODO_API_BIN")
 # cargo reads a relative CARGO_TARGET_DIR against its working directory.
 if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
     CARGO_TARGET_DIR=$(abspath "$CARGO_TARGET_DIR")
@@ -104,10 +109,15 @@ log "$installed ($SCHEMATHESIS_VENV)"
 # 2. the service, debug build
 # ---------------------------------------------------------------------------------------
 cd -- "$REPO_ROOT"
-log "cargo build --locked"
-cargo build --locked
-BIN="${CARGO_TARGET_DIR:-target}/debug/todo-api"
-[[ "$BIN" == /* ]] || BIN="$REPO_ROOT/$BIN"
+if [[ -n "$TODO_API_BIN" ]]; then
+    BIN=$TODO_API_BIN
+    log "using $BIN (TODO_API_BIN)"
+else
+    log "cargo build --locked"
+    cargo build --locked
+    BIN="${CARGO_TARGET_DIR:-target}/debug/todo-api"
+    [[ "$BIN" == /* ]] || BIN="$REPO_ROOT/$BIN"
+fi
 [[ -x "$BIN" ]] || die "$BIN was not built"
 
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/todo-schemathesis.XXXXXX")

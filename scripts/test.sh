@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: makes sure what the tests talk to is there
-# (PostgreSQL up on 127.0.0.1:5432, the pinned Better Auth server, PgBouncer, OpenSSL),
-# then runs `cargo test` (every HTTP test on SQLite and PostgreSQL) and schemathesis against
-# the running service. Nothing is skipped: a missing service fails the run.
+# (PostgreSQL up on 127.0.0.1:5432, the pinned Better Auth server, PgBouncer, OpenSSL,
+# python3-venv), then runs `cargo test` (every HTTP test on SQLite and PostgreSQL) and
+# schemathesis against the binary those tests built. Installing needs root or sudo. Nothing is skipped: a missing service fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,8 +56,17 @@ log "PgBouncer and OpenSSL, for the pooler and TLS fault tests"
 { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null || apt_install pgbouncer
 command -v openssl >/dev/null || apt_install openssl
 
+log "Python with venv support, for schemathesis"
+command -v python3 >/dev/null || apt_install python3
+# Debian and Ubuntu ship ensurepip (which `python3 -m venv` needs) in python3-venv.
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+python3 --version
+
 log "cargo test"
 cargo test --locked --no-fail-fast
 
 log "schemathesis against the running service's OpenAPI document"
-scripts/schemathesis.sh
+# The debug binary the tests just ran (CARGO_BIN_EXE_todo-api): built once, not again.
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
+TODO_API_BIN="$target_dir/debug/todo-api" scripts/schemathesis.sh

@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
         // Once, in the log (which is where a JSON log collector looks): printing it to
         // stderr as well would show the same text twice in a terminal.
         Err(error) => {
-            tracing::error!("{error:#}");
+            tracing::error!("{}", describe(&error));
             ExitCode::FAILURE
         }
     }
@@ -77,4 +77,37 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// already holds (sqlx's errors, for one, repeat their source in their own text).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let error = anyhow::anyhow!("unknown value \"x\" for `mode`")
+            .context("error with configuration: unknown value \"x\" for `mode`")
+            .context("could not connect to the database");
+        assert_eq!(
+            describe(&error),
+            "could not connect to the database: error with configuration: unknown value \"x\" for `mode`"
+        );
+    }
 }

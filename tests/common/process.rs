@@ -299,3 +299,36 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+impl ServerProcess {
+    /// Starts the binary on `port` without waiting for it to serve: for runs that are meant
+    /// to fail at start-up (a taken port, a refused setting).
+    pub fn launch(database: &TestDatabase, port: u16, extra: &[(&str, &str)]) -> Self {
+        Self::spawn(database, port, extra)
+    }
+}
+
+/// Runs the binary with `arguments` and nothing but `environment`, in `directory`, to its
+/// end: (success, stdout + stderr). For `--help` and other runs that never serve.
+pub fn run_to_end(
+    arguments: &[&str],
+    environment: &[(&str, &str)],
+    directory: &Path,
+) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-api"))
+        .args(arguments)
+        .env_clear()
+        .envs(environment.iter().copied())
+        .current_dir(directory)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the todo-api binary runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
