@@ -54,10 +54,10 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // Once, in the log (which is where a JSON log collector looks): printing it to
-        // stderr as well would show the same text twice in a terminal.
+        // Once, on stderr like a bad setting: logging it as well would show the same text
+        // twice in a terminal.
         Err(error) => {
-            tracing::error!("{}", describe(&error));
+            eprintln!("error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
