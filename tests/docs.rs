@@ -235,3 +235,26 @@ async fn the_api_reference_routes_are_the_operations_of_the_openapi_document() {
         "the README lists routes that do not exist: {unknown:?}"
     );
 }
+
+on_both_databases! {
+    async fn swagger_ui_names_the_api_in_its_page_title(app: TestApp) {
+        let document: Value = app
+            .request(Method::GET, "/openapi.json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let title = document["info"]["title"].as_str().unwrap().to_owned();
+        let response = app.request(Method::GET, "/docs/").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let length: usize = response.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let page = response.text().await.unwrap();
+        assert_eq!(page.len(), length);
+        assert!(
+            page.contains(&format!("<title>{title} — Swagger UI</title>")),
+            "{page}"
+        );
+    }
+}

@@ -207,7 +207,7 @@ async fn get_task(
     responses(
         (status = 200, description = "The replaced task", body = Task,
             headers(("ETag" = String, description = "The task's version, for If-Match"))),
-        (status = 400, description = "The id or a field is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id or a field is invalid, or If-Match is empty or malformed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
         ConditionErrors,
@@ -249,7 +249,7 @@ async fn replace_task(
     responses(
         (status = 200, description = "The updated task", body = Task,
             headers(("ETag" = String, description = "The task's version, for If-Match"))),
-        (status = 400, description = "The id or a field is invalid, or the body is empty", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id or a field is invalid, the body is empty, or If-Match is empty or malformed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
         ConditionErrors,
@@ -291,7 +291,7 @@ async fn patch_task(
     responses(
         (status = 200, description = "The updated task", body = Task,
             headers(("ETag" = String, description = "The task's version, for If-Match"))),
-        (status = 400, description = "The id or the body is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id or the body is invalid, or If-Match is empty or malformed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
         ConditionErrors,
@@ -331,7 +331,7 @@ async fn complete_task(
     security(("bearer" = []), ("oauth2_password" = [])),
     responses(
         (status = 200, description = "The deleted task", body = Task),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a UUID, or If-Match is empty or malformed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user", body = Problem, content_type = "application/problem+json"),
         TaskRouteErrors,
         ConditionErrors,
