@@ -480,6 +480,12 @@ mod tests {
             ("PORT", "70000"),
             ("HOST", "localhost:80"),
             ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "sqlite:///todo.db"),
+            ("DATABASE_URL", "sqlite://"),
+            (
+                "DATABASE_URL",
+                "postgresql+asyncpg://db/todo?command_timeout=5",
+            ),
             ("APP_ENV", "staging"),
             ("BETTER_AUTH_SECRET", "too-short"),
             ("BCRYPT_COST", "3"),
@@ -493,6 +499,32 @@ mod tests {
             assert_eq!(error.variable, name, "{name}={value}");
             assert!(error.to_string().contains(name));
         }
+    }
+
+    #[test]
+    fn sqlalchemy_database_urls_are_read_with_their_meaning() {
+        let settings = parse(&[(
+            "DATABASE_URL",
+            "postgresql+asyncpg://u@db/todo?ssl=require&pgbouncer=true",
+        )])
+        .unwrap();
+        assert_eq!(settings.database_kind().unwrap(), DatabaseKind::Postgres);
+        assert!(!settings.migrate_on_start, "pgbouncer=true is still seen");
+        assert_eq!(
+            settings.database().unwrap(),
+            Database::Postgres {
+                url: "postgresql://u@db/todo?sslmode=require&pgbouncer=true".into()
+            }
+        );
+        let settings = parse(&[("DATABASE_URL", "sqlite:///./todo.db")]).unwrap();
+        let here = std::fs::canonicalize(".").unwrap().join("todo.db");
+        assert_eq!(
+            settings.database().unwrap(),
+            Database::Sqlite {
+                location: SqliteLocation::File(here),
+                params: None
+            }
+        );
     }
 
     #[test]
