@@ -32,7 +32,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     auth::{
         self, jwks::JwksVerifier, password::PasswordHasher, rate_limit::AuthRateLimits,
-        token::TokenVerifier,
+        revocation::Revocations, token::TokenVerifier,
     },
     config::Settings,
     error::{ApiError, problem_for_bare_errors},
@@ -54,6 +54,7 @@ pub struct AppState {
     pub tokens: Arc<TokenVerifier>,
     pub passwords: PasswordHasher,
     pub rate_limits: Arc<AuthRateLimits>,
+    pub revocations: Arc<Revocations>,
     pub max_page_size: u32,
 }
 
@@ -61,6 +62,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     store: Arc<dyn Store>,
+    /// Reads revocations made through other instances; stopped before the pool closes.
+    revocation_sync: tokio::task::JoinHandle<()>,
     shutdown_grace: Duration,
 }
 
@@ -106,10 +109,17 @@ impl Application {
             }
             None => None,
         };
+        let revocations = Revocations::load(store.as_ref()).await?;
+        let revocation_sync = revocations.spawn_sync(store.clone());
         let state = AppState {
             tasks: TaskService::new(store.clone(), events),
             store: store.clone(),
-            tokens: Arc::new(TokenVerifier::new(&secret, &settings, jwks.clone())),
+            tokens: Arc::new(TokenVerifier::new(
+                &secret,
+                &settings,
+                jwks.clone(),
+                revocations.clone(),
+            )),
             passwords: PasswordHasher::start(
                 settings.bcrypt_cost,
                 settings.password_hash_concurrency,
@@ -117,6 +127,7 @@ impl Application {
             )
             .await?,
             rate_limits: Arc::new(AuthRateLimits::new(&settings)),
+            revocations,
             max_page_size: settings.max_page_size,
         };
         let router = router(state, &settings);
@@ -132,6 +143,7 @@ impl Application {
             listener,
             router,
             store,
+            revocation_sync,
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -174,6 +186,7 @@ impl Application {
                 "shutdown grace period over; dropping requests still in flight"
             ),
         }
+        self.revocation_sync.abort();
         if tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .is_err()

@@ -232,6 +232,8 @@ pub struct User {
 pub struct UserCredentials {
     pub user: User,
     pub password_hash: String,
+    /// Tokens are issued at this generation; see [`super::revocation`].
+    pub token_generation: i64,
 }
 
 // The request types below only describe bodies for the OpenAPI document; `Deserialize` is

@@ -4,10 +4,13 @@
 //! valid token whose subject owns the `{user_id}` path). Failures are 401 before 403, and
 //! both come before anything about the request's path or body is looked at.
 
+mod account;
+pub mod account_domain;
 pub mod domain;
 pub mod jwks;
 pub mod password;
 pub mod rate_limit;
+pub mod revocation;
 mod routes;
 pub mod token;
 
@@ -22,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::{app::AppState, error::ApiError};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    routes::router()
+    routes::router().merge(account::router())
 }
 
 /// The subject of a verified token.

@@ -1,4 +1,5 @@
-//! `POST /api/auth/signup`, `POST /api/auth/login` and `GET /api/auth/me`.
+//! `POST /api/auth/signup` and `POST /api/auth/login`; the account's own routes are in
+//! [`super::account`].
 
 use std::net::SocketAddr;
 
@@ -11,10 +12,7 @@ use axum::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{
-    CurrentUser,
-    domain::{AuthResponse, Login, LoginId, Signup, User},
-};
+use super::domain::{AuthResponse, Login, LoginId, Signup, User};
 use crate::{
     app::AppState,
     error::{ApiError, Problem},
@@ -27,11 +25,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(signup))
         .routes(routes!(login))
-        .routes(routes!(me))
 }
 
 /// Responses carrying a token must not be stored by any cache.
-fn token_response(status: StatusCode, body: AuthResponse) -> Response {
+pub(super) fn token_response(status: StatusCode, body: AuthResponse) -> Response {
     (
         status,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -40,8 +37,13 @@ fn token_response(status: StatusCode, body: AuthResponse) -> Response {
         .into_response()
 }
 
-fn issue(state: &AppState, user: User) -> Result<AuthResponse, ApiError> {
-    let token = state.tokens.issue(&user.id.to_string())?;
+/// The token response for `user`, whose tokens are at `generation`.
+pub(super) fn issue(
+    state: &AppState,
+    user: User,
+    generation: i64,
+) -> Result<AuthResponse, ApiError> {
+    let token = state.tokens.issue(&user.id.to_string(), generation)?;
     Ok(AuthResponse {
         user,
         access_token: token.token,
@@ -96,7 +98,7 @@ async fn signup(
     };
     state.store.insert_user(&user, &password_hash).await?;
     tracing::info!(user_id = %user.id, "account created");
-    Ok(token_response(StatusCode::CREATED, issue(&state, user)?))
+    Ok(token_response(StatusCode::CREATED, issue(&state, user, 0)?))
 }
 
 /// Log in
@@ -136,14 +138,14 @@ async fn login(
     })?;
     state.passwords.ensure_capacity()?;
     let credentials = state.store.find_credentials(&login.id).await?;
-    let user = match credentials {
+    let (user, generation) = match credentials {
         Some(credentials)
             if state
                 .passwords
                 .verify(&login.password, &credentials.password_hash)
                 .await? =>
         {
-            credentials.user
+            (credentials.user, credentials.token_generation)
         }
         Some(_) => return Err(ApiError::InvalidCredentials),
         None => {
@@ -156,27 +158,8 @@ async fn login(
         LoginId::Email(_) => "email",
     };
     tracing::info!(user_id = %user.id, via, "logged in");
-    Ok(token_response(StatusCode::OK, issue(&state, user)?))
-}
-
-/// The current user
-///
-/// The local account of the token's subject; 404 for a valid token whose subject has no
-/// local account (a Better Auth user, for instance).
-#[utoipa::path(
-    get,
-    path = "/api/auth/me",
-    tag = "auth",
-    security(("bearer" = []), ("oauth2_password" = [])),
-    responses(
-        (status = 200, description = "The account", body = User),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No local account for this subject", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<User>, ApiError> {
-    const NO_ACCOUNT: ApiError = ApiError::NotFound("no local account for this token's subject");
-    let id = Uuid::parse_str(&user.subject).map_err(|_| NO_ACCOUNT)?;
-    state.store.find_user(id).await?.map(Json).ok_or(NO_ACCOUNT)
+    Ok(token_response(
+        StatusCode::OK,
+        issue(&state, user, generation)?,
+    ))
 }

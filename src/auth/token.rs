@@ -11,7 +11,10 @@ use std::{sync::Arc, time::Duration};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::jwks::{JwksError, JwksVerifier};
+use super::{
+    jwks::{JwksError, JwksVerifier},
+    revocation::Revocations,
+};
 use crate::{config::Settings, error::ApiError};
 
 /// Tokens longer than this are refused before any parsing.
@@ -28,12 +31,21 @@ struct Claims {
     iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    /// The account's token generation when the token was issued: a sign-out, password
+    /// change or deletion raises the account's generation and so revokes older tokens.
+    r#gen: i64,
 }
 
-/// Only `sub` is read from a verified token; the library checks `exp`, `nbf`, `iss`, `aud`.
+/// What is read from a verified HS256 token; the library checks `exp`, `nbf`, `iss`, `aud`.
+/// Tokens minted elsewhere with the shared secret carry no `gen`: their `iat` is compared
+/// with the account's last revocation instead.
 #[derive(Deserialize)]
-struct Subject {
+struct SharedSecretClaims {
     sub: String,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    r#gen: Option<i64>,
 }
 
 /// A freshly issued token.
@@ -50,10 +62,16 @@ pub struct TokenVerifier {
     issuer: Option<String>,
     audience: Option<String>,
     jwks: Option<Arc<JwksVerifier>>,
+    revocations: Arc<Revocations>,
 }
 
 impl TokenVerifier {
-    pub fn new(secret: &[u8], settings: &Settings, jwks: Option<Arc<JwksVerifier>>) -> Self {
+    pub fn new(
+        secret: &[u8],
+        settings: &Settings,
+        jwks: Option<Arc<JwksVerifier>>,
+        revocations: Arc<Revocations>,
+    ) -> Self {
         let mut rules = Validation::new(Algorithm::HS256);
         // A configured issuer or audience must be present, not merely right when present.
         let mut required = vec!["exp", "sub"];
@@ -77,11 +95,13 @@ impl TokenVerifier {
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
             jwks,
+            revocations,
         }
     }
 
-    /// Issues an HS256 token for `subject`.
-    pub fn issue(&self, subject: &str) -> Result<IssuedToken, ApiError> {
+    /// Issues an HS256 token for `subject`, a local account whose token generation is
+    /// `generation` (see [`Revocations`]).
+    pub fn issue(&self, subject: &str, generation: i64) -> Result<IssuedToken, ApiError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: subject.to_owned(),
@@ -89,6 +109,7 @@ impl TokenVerifier {
             exp: now + self.ttl.as_secs() as i64,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            r#gen: generation,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)?;
@@ -106,14 +127,22 @@ impl TokenVerifier {
         let header = jsonwebtoken::decode_header(token).map_err(|_| INVALID_TOKEN)?;
         let subject = match header.alg {
             Algorithm::HS256 => {
-                jsonwebtoken::decode::<Subject>(
+                let claims = jsonwebtoken::decode::<SharedSecretClaims>(
                     token,
                     &self.shared_secret,
                     &self.shared_secret_rules,
                 )
                 .map_err(|_| INVALID_TOKEN)?
-                .claims
-                .sub
+                .claims;
+                // Only our own accounts can be signed out; Better Auth's tokens (below) are
+                // its sessions' business.
+                if !self
+                    .revocations
+                    .allows(&claims.sub, claims.r#gen, claims.iat)
+                {
+                    return Err(ApiError::Unauthorized("token has been revoked"));
+                }
+                claims.sub
             }
             Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256 | Algorithm::PS256 => {
                 let jwks = self.jwks.as_ref().ok_or(INVALID_TOKEN)?;

@@ -17,7 +17,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    auth::domain::{Email, LoginId, User, UserCredentials, Username},
+    auth::{
+        domain::{Email, LoginId, User, UserCredentials, Username},
+        revocation::Revocation,
+    },
     config::{DatabaseKind, Settings},
     tasks::domain::{ListQuery, SortBy, SortOrder, Task, TaskChange},
 };
@@ -96,6 +99,43 @@ pub trait Store: Send + Sync + 'static {
         login: &LoginId,
     ) -> Result<Option<UserCredentials>, StoreError>;
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+    /// The local account `id` with its password hash and token generation.
+    async fn find_credentials_by_id(&self, id: Uuid)
+    -> Result<Option<UserCredentials>, StoreError>;
+    /// Which of `username` (ignoring case) and `email` belong to an account other than `id`.
+    async fn taken_by_others(
+        &self,
+        id: Uuid,
+        username: Option<&Username>,
+        email: Option<&Email>,
+    ) -> Result<Taken, StoreError>;
+    /// Changes the given fields of account `id`; [`StoreError::Conflict`] when one is taken.
+    async fn update_account(
+        &self,
+        id: Uuid,
+        username: Option<&Username>,
+        email: Option<&Email>,
+    ) -> Result<Option<User>, StoreError>;
+    /// In one transaction: raises account `id`'s token generation (revoking every token
+    /// issued so far), records the revocation, and replaces the password hash when one is
+    /// given. `None` when there is no such account.
+    async fn revoke_tokens(
+        &self,
+        id: Uuid,
+        new_password_hash: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError>;
+    /// In one transaction: deletes account `id` and every task it owns, and revokes all its
+    /// tokens. `None` when there is no such account.
+    async fn delete_account(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError>;
+    /// Revocations committed after `revision`, in revision order.
+    async fn revocations_after(&self, revision: i64) -> Result<Vec<Revocation>, StoreError>;
+    /// Forgets revocations made before `before` (no token of ours lives that long).
+    async fn prune_revocations(&self, before: DateTime<Utc>) -> Result<(), StoreError>;
 
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError>;
     /// One page of the owner's tasks, and how many match in all.

@@ -16,7 +16,10 @@ use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_co
 /// Titles sort by their lower-case form in byte order, as on SQLite, whatever the locale.
 const TITLE_KEY: &str = "lower(title) COLLATE \"C\"";
 use crate::{
-    auth::domain::{Email, LoginId, User, UserCredentials, Username},
+    auth::{
+        domain::{Email, LoginId, User, UserCredentials, Username},
+        revocation::{DELETED, Revocation},
+    },
     config::{Database, Settings, is_pgbouncer_url},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
 };
@@ -131,6 +134,7 @@ struct UserRow {
     email: String,
     password_hash: String,
     created_at: DateTime<Utc>,
+    token_generation: i64,
 }
 
 impl From<UserRow> for UserCredentials {
@@ -143,8 +147,46 @@ impl From<UserRow> for UserCredentials {
                 created_at: row.created_at,
             },
             password_hash: row.password_hash,
+            token_generation: row.token_generation,
         }
     }
+}
+
+/// Records, inside the revoking transaction, that tokens of account `id` below `generation`
+/// are refused from `now` on. The clock row's lock, held until commit, orders revisions by
+/// commit.
+async fn record_revocation(
+    transaction: &mut Transaction<'static, Postgres>,
+    persistent: bool,
+    id: Uuid,
+    generation: i64,
+    now: DateTime<Utc>,
+) -> Result<Revocation, StoreError> {
+    let revision: i64 = sqlx::query_scalar(
+        "UPDATE token_revocation_clock SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+    )
+    .persistent(persistent)
+    .fetch_one(&mut **transaction)
+    .await?;
+    sqlx::query(
+        "INSERT INTO token_revocations (user_id, generation, revoked_at, revision)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id) DO UPDATE SET generation = excluded.generation,
+             revoked_at = excluded.revoked_at, revision = excluded.revision",
+    )
+    .bind(id.to_string())
+    .bind(generation)
+    .bind(now)
+    .bind(revision)
+    .persistent(persistent)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(Revocation {
+        subject: id.to_string(),
+        generation,
+        revoked_at: now,
+        revision,
+    })
 }
 
 #[async_trait]
@@ -207,12 +249,12 @@ impl Store for PostgresStore {
         let mut session = self.session().await?;
         let (sql, value) = match login {
             LoginId::Username(name) => (
-                "SELECT id, username, email, password_hash, created_at FROM users
+                "SELECT id, username, email, password_hash, created_at, token_generation FROM users
                  WHERE lower(username) = lower($1)",
                 name,
             ),
             LoginId::Email(email) => (
-                "SELECT id, username, email, password_hash, created_at FROM users WHERE email = $1",
+                "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE email = $1",
                 email,
             ),
         };
@@ -228,7 +270,7 @@ impl Store for PostgresStore {
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         let mut session = self.session().await?;
         let row: Option<UserRow> = sqlx::query_as(
-            "SELECT id, username, email, password_hash, created_at FROM users WHERE id = $1",
+            "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE id = $1",
         )
         .bind(id)
         .persistent(self.persistent)
@@ -236,6 +278,150 @@ impl Store for PostgresStore {
         .await?;
         session.finish().await?;
         Ok(row.map(|row| UserCredentials::from(row).user))
+    }
+
+    async fn find_credentials_by_id(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<UserCredentials>, StoreError> {
+        let mut session = self.session().await?;
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .persistent(self.persistent)
+        .fetch_optional(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(row.map(UserCredentials::from))
+    }
+
+    async fn taken_by_others(
+        &self,
+        id: Uuid,
+        username: Option<&Username>,
+        email: Option<&Email>,
+    ) -> Result<Taken, StoreError> {
+        let mut session = self.session().await?;
+        let (username, email): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($2) AND id <> $1),
+                    EXISTS (SELECT 1 FROM users WHERE email = $3 AND id <> $1)",
+        )
+        .bind(id)
+        .bind(username.map(Username::as_str))
+        .bind(email.map(Email::as_str))
+        .persistent(self.persistent)
+        .fetch_one(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(Taken { username, email })
+    }
+
+    async fn update_account(
+        &self,
+        id: Uuid,
+        username: Option<&Username>,
+        email: Option<&Email>,
+    ) -> Result<Option<User>, StoreError> {
+        let mut session = self.session().await?;
+        let row: Option<UserRow> = sqlx::query_as(
+            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email)
+             WHERE id = $1
+             RETURNING id, username, email, password_hash, created_at, token_generation",
+        )
+        .bind(id)
+        .bind(username.map(Username::as_str))
+        .bind(email.map(Email::as_str))
+        .persistent(self.persistent)
+        .fetch_optional(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(row.map(|row| UserCredentials::from(row).user))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        id: Uuid,
+        new_password_hash: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET token_generation = token_generation + 1,
+                              password_hash = COALESCE($2, password_hash)
+             WHERE id = $1 RETURNING token_generation",
+        )
+        .bind(id)
+        .bind(new_password_hash)
+        .persistent(self.persistent)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(generation) = generation else {
+            return Ok(None);
+        };
+        let revocation =
+            record_revocation(&mut transaction, self.persistent, id, generation, now).await?;
+        transaction.commit().await?;
+        Ok(Some(revocation))
+    }
+
+    async fn delete_account(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .persistent(self.persistent)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM tasks WHERE user_id = $1")
+            .bind(id.to_string())
+            .persistent(self.persistent)
+            .execute(&mut *transaction)
+            .await?;
+        let revocation =
+            record_revocation(&mut transaction, self.persistent, id, DELETED, now).await?;
+        transaction.commit().await?;
+        Ok(Some(revocation))
+    }
+
+    async fn revocations_after(&self, revision: i64) -> Result<Vec<Revocation>, StoreError> {
+        let mut session = self.session().await?;
+        let rows: Vec<(String, i64, DateTime<Utc>, i64)> = sqlx::query_as(
+            "SELECT user_id, generation, revoked_at, revision FROM token_revocations
+             WHERE revision > $1 ORDER BY revision",
+        )
+        .bind(revision)
+        .persistent(self.persistent)
+        .fetch_all(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(subject, generation, revoked_at, revision)| Revocation {
+                subject,
+                generation,
+                revoked_at,
+                revision,
+            })
+            .collect())
+    }
+
+    async fn prune_revocations(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut session = self.session().await?;
+        sqlx::query("DELETE FROM token_revocations WHERE revoked_at < $1")
+            .bind(before)
+            .persistent(self.persistent)
+            .execute(session.conn())
+            .await?;
+        session.finish().await?;
+        Ok(())
     }
 
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {

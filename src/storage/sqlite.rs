@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_columns};
 use crate::{
-    auth::domain::{Email, LoginId, User, UserCredentials, Username},
+    auth::{
+        domain::{Email, LoginId, User, UserCredentials, Username},
+        revocation::{DELETED, Revocation},
+    },
     config::{Database, Settings, SqliteLocation},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
 };
@@ -111,6 +114,7 @@ struct UserRow {
     email: String,
     password_hash: String,
     created_at: i64,
+    token_generation: i64,
 }
 
 impl UserRow {
@@ -123,6 +127,7 @@ impl UserRow {
                 created_at: from_millis(self.created_at)?,
             },
             password_hash: self.password_hash,
+            token_generation: self.token_generation,
         })
     }
 }
@@ -134,6 +139,39 @@ fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
 fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(millis)
         .ok_or_else(|| StoreError::Other(anyhow::anyhow!("timestamp out of range: {millis}")))
+}
+
+/// Records, inside the revoking transaction, that tokens of account `id` below `generation`
+/// are refused from `now` on.
+async fn record_revocation(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: Uuid,
+    generation: i64,
+    now: DateTime<Utc>,
+) -> Result<Revocation, StoreError> {
+    let revision: i64 = sqlx::query_scalar(
+        "UPDATE token_revocation_clock SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+    )
+    .fetch_one(&mut **transaction)
+    .await?;
+    sqlx::query(
+        "INSERT INTO token_revocations (user_id, generation, revoked_at, revision)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id) DO UPDATE SET generation = excluded.generation,
+             revoked_at = excluded.revoked_at, revision = excluded.revision",
+    )
+    .bind(id.to_string())
+    .bind(generation)
+    .bind(now.timestamp_millis())
+    .bind(revision)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(Revocation {
+        subject: id.to_string(),
+        generation,
+        revoked_at: now,
+        revision,
+    })
 }
 
 fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
@@ -185,12 +223,12 @@ impl Store for SqliteStore {
     ) -> Result<Option<UserCredentials>, StoreError> {
         let (sql, value) = match login {
             LoginId::Username(name) => (
-                "SELECT id, username, email, password_hash, created_at FROM users
+                "SELECT id, username, email, password_hash, created_at, token_generation FROM users
                  WHERE lower(username) = lower($1)",
                 name,
             ),
             LoginId::Email(email) => (
-                "SELECT id, username, email, password_hash, created_at FROM users WHERE email = $1",
+                "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE email = $1",
                 email,
             ),
         };
@@ -203,7 +241,7 @@ impl Store for SqliteStore {
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         let row: Option<UserRow> = sqlx::query_as(
-            "SELECT id, username, email, password_hash, created_at FROM users WHERE id = $1",
+            "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE id = $1",
         )
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -212,6 +250,134 @@ impl Store for SqliteStore {
             .map(UserRow::into_credentials)
             .transpose()?
             .map(|c| c.user))
+    }
+
+    async fn find_credentials_by_id(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<UserCredentials>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(UserRow::into_credentials).transpose()
+    }
+
+    async fn taken_by_others(
+        &self,
+        id: Uuid,
+        username: Option<&Username>,
+        email: Option<&Email>,
+    ) -> Result<Taken, StoreError> {
+        let (username, email): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($2) AND id <> $1),
+                    EXISTS (SELECT 1 FROM users WHERE email = $3 AND id <> $1)",
+        )
+        .bind(id.to_string())
+        .bind(username.map(Username::as_str))
+        .bind(email.map(Email::as_str))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Taken { username, email })
+    }
+
+    async fn update_account(
+        &self,
+        id: Uuid,
+        username: Option<&Username>,
+        email: Option<&Email>,
+    ) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email)
+             WHERE id = $1
+             RETURNING id, username, email, password_hash, created_at, token_generation",
+        )
+        .bind(id.to_string())
+        .bind(username.map(Username::as_str))
+        .bind(email.map(Email::as_str))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(UserRow::into_credentials)
+            .transpose()?
+            .map(|credentials| credentials.user))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        id: Uuid,
+        new_password_hash: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET token_generation = token_generation + 1,
+                              password_hash = COALESCE($2, password_hash)
+             WHERE id = $1 RETURNING token_generation",
+        )
+        .bind(id.to_string())
+        .bind(new_password_hash)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(generation) = generation else {
+            return Ok(None);
+        };
+        let revocation = record_revocation(&mut transaction, id, generation, now).await?;
+        transaction.commit().await?;
+        Ok(Some(revocation))
+    }
+
+    async fn delete_account(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM tasks WHERE user_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        let revocation = record_revocation(&mut transaction, id, DELETED, now).await?;
+        transaction.commit().await?;
+        Ok(Some(revocation))
+    }
+
+    async fn revocations_after(&self, revision: i64) -> Result<Vec<Revocation>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT user_id, generation, revoked_at, revision FROM token_revocations
+             WHERE revision > $1 ORDER BY revision",
+        )
+        .bind(revision)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(subject, generation, revoked_at, revision)| {
+                Ok(Revocation {
+                    subject,
+                    generation,
+                    revoked_at: from_millis(revoked_at)?,
+                    revision,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_revocations(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM token_revocations WHERE revoked_at < $1")
+            .bind(before.timestamp_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
