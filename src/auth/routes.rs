@@ -1,10 +1,8 @@
 //! `POST /api/auth/signup`, `POST /api/auth/login` and `GET /api/auth/me`.
 
-use std::net::SocketAddr;
-
 use axum::{
     Json,
-    extract::{ConnectInfo, State},
+    extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -14,9 +12,11 @@ use uuid::Uuid;
 use super::{
     CurrentUser,
     domain::{AuthResponse, Login, LoginId, Signup, User},
+    rate_limit::Account,
 };
 use crate::{
     app::AppState,
+    client_addr::ClientAddr,
     error::{ApiError, Problem},
     extract::{JsonBody, JsonOrForm},
     storage::Taken,
@@ -71,12 +71,15 @@ fn issue(state: &AppState, user: User) -> Result<AuthResponse, ApiError> {
 )]
 async fn signup(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    state.rate_limits.check_client(client.ip())?;
     let signup = Signup::from_json(body)?;
-    state.rate_limits.check_account(signup.email.as_str())?;
+    state.rate_limits.check_client(client).await?;
+    state
+        .rate_limits
+        .check_sign_up(client, signup.email.as_str())
+        .await?;
     state.passwords.ensure_capacity()?;
     // Checked before hashing so that a duplicate costs no bcrypt time; the unique indexes
     // still decide when two sign-ups race.
@@ -114,28 +117,32 @@ async fn signup(
     )),
     responses(
         (status = 200, description = "Logged in", body = AuthResponse),
-        (status = 400, description = "A field is missing or invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A field is missing or invalid (an identifier longer than any account's included)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong username, email or password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts from this client or for this account", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, or too many passwords being hashed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (the rate limits included), or too many passwords being hashed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     body: JsonOrForm,
 ) -> Result<Response, ApiError> {
-    state.rate_limits.check_client(client.ip())?;
+    // Validated first: an identifier longer than any account's is a 400 before it reaches
+    // the limits or the database.
     let login = Login::from_body(body.object, body.is_form)?;
-    state.rate_limits.check_account(match &login.id {
-        LoginId::Username(name) => name,
-        LoginId::Email(email) => email,
-    })?;
+    state.rate_limits.check_client(client).await?;
     state.passwords.ensure_capacity()?;
     let credentials = state.store.find_credentials(&login.id).await?;
+    // Counted against the account, whichever identifier names it, before bcrypt runs.
+    let account = match &credentials {
+        Some(credentials) => Account::Id(credentials.user.id),
+        None => Account::Unknown(&login.id),
+    };
+    let attempt = state.rate_limits.begin_login(client, account).await?;
     let user = match credentials {
         Some(credentials)
             if state
@@ -151,6 +158,7 @@ async fn login(
             return Err(ApiError::InvalidCredentials);
         }
     };
+    attempt.succeeded().await;
     let via = match login.id {
         LoginId::Username(_) => "username",
         LoginId::Email(_) => "email",
