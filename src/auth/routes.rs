@@ -75,12 +75,13 @@ async fn signup(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let signup = Signup::from_json(body)?;
+    // Refused while hashing is saturated before the limits, which may be a database query.
+    state.passwords.ensure_capacity()?;
     state.rate_limits.check_client(client).await?;
     state
         .rate_limits
         .check_sign_up(client, signup.email.as_str())
         .await?;
-    state.passwords.ensure_capacity()?;
     // Checked before hashing so that a duplicate costs no bcrypt time; the unique indexes
     // still decide when two sign-ups race.
     match state.store.taken(&signup.username, &signup.email).await? {
@@ -134,8 +135,8 @@ async fn login(
     // Validated first: an identifier longer than any account's is a 400 before it reaches
     // the limits or the database.
     let login = Login::from_body(body.object, body.is_form)?;
-    state.rate_limits.check_client(client).await?;
     state.passwords.ensure_capacity()?;
+    state.rate_limits.check_client(client).await?;
     let credentials = state.store.find_credentials(&login.id).await?;
     // Counted against the account, whichever identifier names it, before bcrypt runs.
     let account = match &credentials {
