@@ -863,3 +863,56 @@ async fn two_instances_on_one_postgresql_share_one_budget() {
     second.stop().await;
     drop_test_database(name);
 }
+
+/// On PostgreSQL a budget is a row keyed by a 32-byte digest (no username, email or address
+/// is stored), and rows whose budget is full again are swept.
+#[tokio::test]
+async fn on_postgresql_budgets_are_digest_rows_and_expired_ones_are_swept() {
+    use sqlx::{Connection, PgConnection};
+    let (name, url) = create_test_database().await;
+    let app = TestApp::spawn_on(&url, shared_limits).await;
+    let mut db = PgConnection::connect(&url)
+        .await
+        .expect("connect to the test database");
+    // A budget that filled up again long ago, as an earlier attack would leave behind.
+    sqlx::query("INSERT INTO auth_rate_limits (key, tat_ms, allowed) VALUES ($1, 0, true)")
+        .bind(vec![7u8; 32])
+        .execute(&mut db)
+        .await
+        .unwrap();
+    app.signup("alice").await;
+    let failed = login(&app, "alice", WRONG_PASSWORD).await;
+    assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (stale,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM auth_rate_limits WHERE tat_ms = 0")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if stale == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired row was not swept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Sign-up: the address and the (address, email) pair; login: the address, the pair and
+    // the account (its global budget is off here).
+    let keys: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT key FROM auth_rate_limits")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 3, "one row per live budget");
+    for (key,) in &keys {
+        assert_eq!(key.len(), 32);
+        let text = String::from_utf8_lossy(key);
+        assert!(!text.contains("alice") && !text.contains("127.0.0.1"));
+    }
+    db.close().await.ok();
+    app.stop().await;
+    drop_test_database(name);
+}

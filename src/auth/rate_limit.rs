@@ -44,8 +44,8 @@ pub struct AuthRateLimits {
     per_account: Option<NonZeroU32>,
 }
 
-/// A login attempt admitted by the account limits: [`LoginAttempt::succeeded`] gives its
-/// attempts back; dropped otherwise, it keeps counting.
+/// A login attempt admitted by the account limits: [`LoginAttempt::give_back`] returns it;
+/// dropped otherwise (a wrong password), it keeps counting.
 #[must_use]
 pub struct LoginAttempt<'a> {
     limits: &'a AuthRateLimits,
@@ -53,9 +53,10 @@ pub struct LoginAttempt<'a> {
 }
 
 impl LoginAttempt<'_> {
-    /// The password was right: this attempt does not count. A failure to give it back is
-    /// logged, not the client's problem (the budget refills within the minute anyway).
-    pub async fn succeeded(self) {
+    /// This attempt does not count (the password was right, or was never checked). A
+    /// failure to give it back is logged, not the client's problem (the budget refills within
+    /// the minute anyway).
+    pub async fn give_back(self) {
         for (key, per_minute) in &self.taken {
             if let Err(error) = self.limits.counters.give_back(key, *per_minute).await {
                 tracing::warn!(%error, "could not give a successful login's attempt back");
@@ -117,7 +118,7 @@ impl AuthRateLimits {
         for (key, per_minute) in budgets.into_iter().flatten() {
             if let Err(refused) = self.take(&key, per_minute).await {
                 // The attempt does not happen: what it took from the pair goes back.
-                attempt.succeeded().await;
+                attempt.give_back().await;
                 return Err(refused);
             }
             attempt.taken.push((key, per_minute));
@@ -212,7 +213,7 @@ mod tests {
         let alice = Account::Id(Uuid::now_v7());
         for _ in 0..10 {
             let attempt = limits.begin_login(ip("192.0.2.1"), alice).await.unwrap();
-            attempt.succeeded().await;
+            attempt.give_back().await;
         }
     }
 
@@ -229,8 +230,13 @@ mod tests {
             );
         }
         assert!(limits.begin_login(ip("192.0.2.9"), alice).await.is_err());
-        // Refused by the global budget, the pair's attempt was given back: the pair still
-        // has both its attempts once the account has budget again.
+        // Another account is not affected.
+        assert!(
+            limits
+                .begin_login(ip("192.0.2.9"), Account::Id(Uuid::now_v7()))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

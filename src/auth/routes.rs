@@ -144,22 +144,30 @@ async fn login(
         None => Account::Unknown(&login.id),
     };
     let attempt = state.rate_limits.begin_login(client, account).await?;
-    let user = match credentials {
-        Some(credentials)
-            if state
-                .passwords
-                .verify(&login.password, &credentials.password_hash)
-                .await? =>
-        {
-            credentials.user
+    let verified = async {
+        match credentials {
+            Some(credentials)
+                if state
+                    .passwords
+                    .verify(&login.password, &credentials.password_hash)
+                    .await? =>
+            {
+                Ok(credentials.user)
+            }
+            Some(_) => Err(ApiError::InvalidCredentials),
+            None => {
+                state.passwords.verify_nothing(&login.password).await?;
+                Err(ApiError::InvalidCredentials)
+            }
         }
-        Some(_) => return Err(ApiError::InvalidCredentials),
-        None => {
-            state.passwords.verify_nothing(&login.password).await?;
-            return Err(ApiError::InvalidCredentials);
-        }
-    };
-    attempt.succeeded().await;
+    }
+    .await;
+    // Only a wrong password (or unknown account) counts; a success or a password that could
+    // not be checked (hashing saturated) gives the attempt back.
+    if !matches!(verified, Err(ApiError::InvalidCredentials)) {
+        attempt.give_back().await;
+    }
+    let user = verified?;
     let via = match login.id {
         LoginId::Username(_) => "username",
         LoginId::Email(_) => "email",
