@@ -336,6 +336,38 @@ on_both_backends! {
         assert_eq!(login_through(&app, &fresh, "bob", PASSWORD).await.status(), StatusCode::OK);
     }
 
+    async fn the_owner_passes_the_global_cap_where_they_logged_in_before(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |settings| {
+            settings.auth_rate_limit_per_ip = 0;
+            settings.auth_rate_limit_per_account = 2;
+            settings.auth_rate_limit_per_account_global = Some(4);
+        })
+        .await;
+        app.signup("alice").await;
+        let home = client_from([127, 0, 0, 3]);
+        assert_eq!(login_through(&app, &home, "alice", PASSWORD).await.status(), StatusCode::OK);
+        for host in [4, 5] {
+            let attacker = client_from([127, 0, 0, host]);
+            for _ in 0..2 {
+                let response = login_through(&app, &attacker, "alice", WRONG_PASSWORD).await;
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            }
+        }
+        // The account's budget is spent: a new address waits, even with the right password …
+        let fresh = client_from([127, 0, 0, 6]);
+        expect_rate_limited(login_through(&app, &fresh, "alice", PASSWORD).await).await;
+        // … but where the owner logged in before, they still can (by email too).
+        assert_eq!(login_through(&app, &home, "alice", PASSWORD).await.status(), StatusCode::OK);
+        let by_email = login_through(&app, &home, "alice@example.com", PASSWORD).await;
+        assert_eq!(by_email.status(), StatusCode::OK);
+        // Within the pair's own budget: two failures there, then a wait.
+        for _ in 0..2 {
+            let typo = login_through(&app, &home, "alice", WRONG_PASSWORD).await;
+            assert_eq!(typo.status(), StatusCode::UNAUTHORIZED);
+        }
+        expect_rate_limited(login_through(&app, &home, "alice", PASSWORD).await).await;
+    }
+
     async fn the_global_cap_defaults_to_ten_times_the_pair_budget(backend: Backend) {
         let app = with_account_limit(backend, 1).await;
         app.signup("alice").await;

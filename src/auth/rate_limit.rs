@@ -8,7 +8,10 @@
 //! - a login is taken from its (address, account) pair budget (`AUTH_RATE_LIMIT_PER_ACCOUNT`)
 //!   and from the account's budget (`AUTH_RATE_LIMIT_PER_ACCOUNT_GLOBAL`) *before* the
 //!   password is checked, and given back when the password is right: only failed attempts
-//!   count, and a refused attempt costs no bcrypt time.
+//!   count, and a refused attempt costs no bcrypt time;
+//! - an address an account logged in from in the last [`KNOWN_ADDRESS_FOR`] is exempt from
+//!   the account's budget (not from its pair's), so that guessing from many other addresses
+//!   cannot lock the owner out where they usually log in.
 //!
 //! IPv6 clients are counted per /64 network, the smallest block a subscriber usually gets:
 //! otherwise one subscriber would have 2^64 budgets.
@@ -17,6 +20,7 @@ use std::{
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
     sync::Arc,
+    time::Duration,
 };
 
 use sha2::{Digest, Sha256};
@@ -28,6 +32,9 @@ use crate::{
     error::ApiError,
     storage::limits::{Admission, AttemptLimits, LimitKey},
 };
+
+/// How long an address an account logged in from stays exempt from the account's budget.
+pub const KNOWN_ADDRESS_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Which account an attempt is about. An account has one budget whichever identifier names
 /// it; an identifier no account has is counted by its canonical form.
@@ -50,9 +57,26 @@ pub struct AuthRateLimits {
 pub struct LoginAttempt<'a> {
     limits: &'a AuthRateLimits,
     taken: Vec<(LimitKey, NonZeroU32)>,
+    /// The (address, account) key remembered on success, when the account's budget is on.
+    known: Option<LimitKey>,
 }
 
 impl LoginAttempt<'_> {
+    /// The password was right: the attempt is given back, and the address is remembered as
+    /// one the account logs in from.
+    pub async fn succeeded(self) {
+        if let Some(known) = &self.known
+            && let Err(error) = self
+                .limits
+                .counters
+                .remember(known, KNOWN_ADDRESS_FOR)
+                .await
+        {
+            tracing::warn!(%error, "could not remember the address of a successful login");
+        }
+        self.give_back().await;
+    }
+
     /// This attempt does not count (the password was right, or was never checked). A
     /// failure to give it back is logged, not the client's problem (the budget refills within
     /// the minute anyway).
@@ -105,14 +129,23 @@ impl AuthRateLimits {
         client: IpAddr,
         account: Account<'_>,
     ) -> Result<LoginAttempt<'_>, ApiError> {
+        let existing = matches!(account, Account::Id(_));
         let account = account_key(account);
+        let known = (self.per_account.is_some() && existing)
+            .then(|| digest(&["known", &address_key(client), &account]));
+        let exempt = match &known {
+            Some(known) => self.counters.remembers(known).await?,
+            None => false,
+        };
         let mut attempt = LoginAttempt {
             limits: self,
             taken: Vec::new(),
+            known,
         };
         let budgets = [
             self.per_pair.map(|n| (pair_key(client, &account), n)),
             self.per_account
+                .filter(|_| !exempt)
                 .map(|n| (digest(&["account", &account]), n)),
         ];
         for (key, per_minute) in budgets.into_iter().flatten() {
@@ -237,6 +270,40 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn an_address_the_account_logged_in_from_is_exempt_from_the_account_budget() {
+        let limits = limits(0, 2, Some(3));
+        let alice = Account::Id(Uuid::now_v7());
+        let home = ip("192.0.2.1");
+        limits
+            .begin_login(home, alice)
+            .await
+            .unwrap()
+            .succeeded()
+            .await;
+        for n in 2..=4 {
+            drop(
+                limits
+                    .begin_login(ip(&format!("192.0.2.{n}")), alice)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(limits.begin_login(ip("192.0.2.9"), alice).await.is_err());
+        // Home is still let in, within its own pair budget.
+        drop(limits.begin_login(home, alice).await.unwrap());
+        drop(limits.begin_login(home, alice).await.unwrap());
+        assert!(limits.begin_login(home, alice).await.is_err());
+        // Unknown identifiers have no owner to remember.
+        let nobody = LoginId::Username("nobody".into());
+        limits
+            .begin_login(home, Account::Unknown(&nobody))
+            .await
+            .unwrap()
+            .succeeded()
+            .await;
     }
 
     #[tokio::test]

@@ -164,8 +164,10 @@ async fn login(
     .await;
     // Only a wrong password (or unknown account) counts; a success or a password that could
     // not be checked (hashing saturated) gives the attempt back.
-    if !matches!(verified, Err(ApiError::InvalidCredentials)) {
-        attempt.give_back().await;
+    match &verified {
+        Ok(_) => attempt.succeeded().await,
+        Err(ApiError::InvalidCredentials) => drop(attempt),
+        Err(_) => attempt.give_back().await,
     }
     let user = verified?;
     let via = match login.id {

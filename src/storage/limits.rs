@@ -44,6 +44,10 @@ pub trait AttemptLimits: Send + Sync + 'static {
     async fn take(&self, key: &LimitKey, per_minute: NonZeroU32) -> Result<Admission, StoreError>;
     /// Returns one attempt taken from `key` (an attempt that, in the end, does not count).
     async fn give_back(&self, key: &LimitKey, per_minute: NonZeroU32) -> Result<(), StoreError>;
+    /// Remembers `key` for `ttl` (an address an account logged in from).
+    async fn remember(&self, key: &LimitKey, ttl: Duration) -> Result<(), StoreError>;
+    /// Whether `key` was remembered less than its `ttl` ago.
+    async fn remembers(&self, key: &LimitKey) -> Result<bool, StoreError>;
 }
 
 /// The spacing of attempts in a full budget, and how far ahead of now a key's time may run
@@ -69,11 +73,18 @@ const MAX_KEYS: usize = 250_000;
 /// How often expired keys are swept, at the latest.
 const SWEEP_INTERVAL_MS: i64 = 10_000;
 
-/// [`AttemptLimits`] in this process's memory, bounded by [`MAX_KEYS`].
+/// How many remembered keys [`MemoryLimits`] holds at most; past that, nothing more is
+/// remembered (which only means fewer exemptions from the account-wide budget).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// [`AttemptLimits`] in this process's memory, bounded by [`MAX_KEYS`] and
+/// [`MAX_REMEMBERED`].
 pub struct MemoryLimits {
     started: Instant,
     /// Each key's theoretical arrival time, in milliseconds since `started`.
     keys: Mutex<HashMap<LimitKey, i64>>,
+    /// Remembered keys and when they are forgotten, in milliseconds since `started`.
+    remembered: Mutex<HashMap<LimitKey, i64>>,
     last_sweep: AtomicI64,
     max_keys: usize,
 }
@@ -89,6 +100,7 @@ impl MemoryLimits {
         Self {
             started: Instant::now(),
             keys: Mutex::new(HashMap::new()),
+            remembered: Mutex::new(HashMap::new()),
             last_sweep: AtomicI64::new(0),
             max_keys,
         }
@@ -141,6 +153,24 @@ impl AttemptLimits for MemoryLimits {
             *arrival -= interval;
         }
         Ok(())
+    }
+
+    async fn remember(&self, key: &LimitKey, ttl: Duration) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if remembered.len() >= MAX_REMEMBERED {
+            remembered.retain(|_, until| *until > now);
+        }
+        if remembered.len() < MAX_REMEMBERED || remembered.contains_key(key) {
+            remembered.insert(*key, now + ttl.as_millis() as i64);
+        }
+        Ok(())
+    }
+
+    async fn remembers(&self, key: &LimitKey) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(remembered.get(key).is_some_and(|until| *until > now))
     }
 }
 

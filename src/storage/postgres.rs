@@ -485,4 +485,37 @@ impl AttemptLimits for PostgresLimits {
         session.finish().await?;
         Ok(())
     }
+
+    async fn remember(&self, key: &LimitKey, ttl: std::time::Duration) -> Result<(), StoreError> {
+        let mut session = self.store.session().await?;
+        // A remembered key is a row whose time lies `ttl` ahead; the sweep deletes it after.
+        sqlx::query(concat!(
+            "INSERT INTO auth_rate_limits (key, tat_ms, allowed) VALUES ($1, ",
+            now_ms!(),
+            " + $2, true)
+             ON CONFLICT (key) DO UPDATE SET tat_ms = EXCLUDED.tat_ms"
+        ))
+        .bind(&key.0[..])
+        .bind(ttl.as_millis() as i64)
+        .persistent(self.store.persistent)
+        .execute(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(())
+    }
+
+    async fn remembers(&self, key: &LimitKey) -> Result<bool, StoreError> {
+        let mut session = self.store.session().await?;
+        let (remembered,): (bool,) = sqlx::query_as(concat!(
+            "SELECT EXISTS (SELECT 1 FROM auth_rate_limits WHERE key = $1 AND tat_ms > ",
+            now_ms!(),
+            ")"
+        ))
+        .bind(&key.0[..])
+        .persistent(self.store.persistent)
+        .fetch_one(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(remembered)
+    }
 }
