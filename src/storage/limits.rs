@@ -7,6 +7,9 @@
 //! time"). `per_minute` attempts may come at once, and one more every `60 s / per_minute`.
 //! Unlike a token bucket this needs no refill job, and unlike a fixed window it allows no
 //! double burst at a window's edge; taking and giving back are each one atomic update.
+//!
+//! The same store remembers keys for a while (the addresses an account logged in from): a
+//! remembered key is simply a time further ahead, forgotten by the same sweep.
 
 use std::{
     collections::HashMap,
