@@ -34,6 +34,7 @@ use crate::{
         self, jwks::JwksVerifier, password::PasswordHasher, rate_limit::AuthRateLimits,
         revocation::Revocations, token::TokenVerifier,
     },
+    client_addr::{self, ClientAddr},
     config::Settings,
     error::{ApiError, problem_for_bare_errors},
     extract::BodyLimit,
@@ -126,7 +127,7 @@ impl Application {
                 settings.password_hash_queue,
             )
             .await?,
-            rate_limits: Arc::new(AuthRateLimits::new(&settings)),
+            rate_limits: Arc::new(AuthRateLimits::new(&settings, store.attempt_limits())),
             revocations,
             max_page_size: settings.max_page_size,
         };
@@ -237,6 +238,10 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             limit_header_bytes,
         ))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(settings.trusted_proxies.clone()),
+            client_addr::resolve,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -270,7 +275,8 @@ fn cors(origins: &[String], headers: openapi::CorsHeaders) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// One log line per request: method, matched route, status, latency and request id. Never
+/// One log line per request: method, matched route, status, latency, request id and client
+/// address (behind `TRUSTED_PROXIES`, the forwarded one). Never
 /// the query string, headers or body, where tokens and passwords travel.
 async fn log_request(request: Request<Body>, next: Next) -> Response {
     let start = Instant::now();
@@ -285,7 +291,11 @@ async fn log_request(request: Request<Body>, next: Next) -> Response {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let span = tracing::info_span!("request", %method, %route, %request_id);
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or_else(String::new, |ClientAddr(client)| client.to_string());
+    let span = tracing::info_span!("request", %method, %route, %request_id, %client);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     // Whole microseconds as milliseconds: `1.234`, not `1.2339870000000001`.

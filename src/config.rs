@@ -11,6 +11,10 @@ pub mod reference;
 
 pub use database_url::{Database, SqliteLocation};
 
+use ipnet::IpNet;
+
+use crate::client_addr::{ForwardingHeader, TrustedProxies};
+
 /// Which database a `DATABASE_URL` points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatabaseKind {
@@ -98,6 +102,11 @@ pub struct Settings {
     pub auth_rate_limit_per_ip: u32,
     /// Login attempts allowed per account (username or email) per minute; 0 disables.
     pub auth_rate_limit_per_account: u32,
+    /// Login attempts allowed per account across all client addresses per minute; `None`:
+    /// ten times `auth_rate_limit_per_account`; 0 disables.
+    pub auth_rate_limit_per_account_global: Option<u32>,
+    /// Peers whose forwarding header names the client address (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
     /// bcrypt computations running at once.
     pub password_hash_concurrency: usize,
     /// bcrypt computations allowed to wait; beyond that, sign-up and login get a 503.
@@ -156,6 +165,8 @@ impl Settings {
             shutdown_grace: Duration::from_secs(30),
             auth_rate_limit_per_ip: 30,
             auth_rate_limit_per_account: 10,
+            auth_rate_limit_per_account_global: None,
+            trusted_proxies: TrustedProxies::default(),
             // Leave a core to the task routes while logins hash.
             password_hash_concurrency: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1).max(1)),
@@ -315,6 +326,28 @@ impl Settings {
             settings.auth_rate_limit_per_account =
                 parse_in_range("AUTH_RATE_LIMIT_PER_ACCOUNT", &value, 0, 1_000_000)? as u32;
         }
+        if let Some(value) = get("AUTH_RATE_LIMIT_PER_ACCOUNT_GLOBAL") {
+            settings.auth_rate_limit_per_account_global =
+                Some(
+                    parse_in_range("AUTH_RATE_LIMIT_PER_ACCOUNT_GLOBAL", &value, 0, 1_000_000)?
+                        as u32,
+                );
+        }
+        if let Some(value) = get("TRUSTED_PROXIES") {
+            settings.trusted_proxies.networks = parse_networks("TRUSTED_PROXIES", &value)?;
+        }
+        if let Some(value) = get("TRUSTED_PROXY_HEADER") {
+            settings.trusted_proxies.header = match value.trim().to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ForwardingHeader::XForwardedFor,
+                "forwarded" => ForwardingHeader::Forwarded,
+                _ => {
+                    return Err(ConfigError::new(
+                        "TRUSTED_PROXY_HEADER",
+                        "must be x-forwarded-for or forwarded",
+                    ));
+                }
+            };
+        }
         if let Some(value) = get("PASSWORD_HASH_CONCURRENCY") {
             settings.password_hash_concurrency =
                 parse_in_range("PASSWORD_HASH_CONCURRENCY", &value, 1, 256)? as usize;
@@ -421,6 +454,29 @@ fn parse_in_range(
                 format!("must be a whole number from {min} to {max}"),
             )
         })
+}
+
+/// Comma-separated IP addresses and CIDR ranges, IPv4 or IPv6 (`10.0.0.0/8, ::1`).
+fn parse_networks(variable: &'static str, value: &str) -> Result<Vec<IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        variable,
+                        format!(
+                            "{entry:?} is not an IP address or CIDR range such as 10.0.0.0/8 or fd00::/8"
+                        ),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn parse_origins(value: &str) -> Result<Vec<String>, ConfigError> {
@@ -582,5 +638,57 @@ mod tests {
             settings.cors_origins,
             ["http://localhost:3000", "https://app.example.com"]
         );
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges_of_both_families() {
+        let settings = parse(&[(
+            "TRUSTED_PROXIES",
+            " 10.0.0.0/8, 192.0.2.7 ,fd00::/8,::1, 172.16.5.4/12",
+        )])
+        .unwrap();
+        let nets: Vec<String> = settings
+            .trusted_proxies
+            .networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                "10.0.0.0/8",
+                "192.0.2.7/32",
+                "fd00::/8",
+                "::1/128",
+                "172.16.0.0/12"
+            ]
+        );
+        assert_eq!(
+            settings.trusted_proxies.header,
+            ForwardingHeader::XForwardedFor
+        );
+        assert!(parse(&[]).unwrap().trusted_proxies.networks.is_empty());
+        let forwarded = parse(&[("TRUSTED_PROXY_HEADER", "Forwarded")]).unwrap();
+        assert_eq!(
+            forwarded.trusted_proxies.header,
+            ForwardingHeader::Forwarded
+        );
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_or_limit_stops_start_up_naming_its_variable() {
+        for (name, value) in [
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "10.0.0.1:80"),
+            ("TRUSTED_PROXY_HEADER", "x-real-ip"),
+            ("AUTH_RATE_LIMIT_PER_ACCOUNT_GLOBAL", "-1"),
+        ] {
+            let error = parse(&[(name, value)]).unwrap_err();
+            assert_eq!(error.variable, name, "{name}={value}");
+        }
+        let global = parse(&[("AUTH_RATE_LIMIT_PER_ACCOUNT_GLOBAL", "0")]).unwrap();
+        assert_eq!(global.auth_rate_limit_per_account_global, Some(0));
+        assert_eq!(parse(&[]).unwrap().auth_rate_limit_per_account_global, None);
     }
 }

@@ -5,6 +5,8 @@
 pub mod app;
 /// The `/api/auth` routes, tokens, password hashing and the authentication extractors.
 pub mod auth;
+/// The client address behind trusted proxies (RFC 7239 `Forwarded`, `X-Forwarded-For`).
+pub mod client_addr;
 /// Typed settings read once from the environment.
 pub mod config;
 /// The one error type, rendered as an RFC 9457 problem document.

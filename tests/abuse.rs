@@ -74,6 +74,30 @@ async fn login_by_email(app: &TestApp, email: &str, password: &str) -> Response 
         .expect("login request")
 }
 
+/// An HTTP client whose connections come from `address`: all of 127.0.0.0/8 is this
+/// machine, so each such address is a real, distinct client address for the service.
+fn client_from(address: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Logs in as `username` with `password`, through `client`.
+async fn login_through(
+    app: &TestApp,
+    client: &reqwest::Client,
+    username: &str,
+    password: &str,
+) -> Response {
+    client
+        .post(app.url("/api/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login request")
+}
+
 /// Starts the application with only a per-account limit of `n` per minute.
 async fn with_account_limit(backend: Backend, n: u32) -> TestApp {
     TestApp::spawn_with(backend, |settings| {
@@ -133,10 +157,24 @@ on_both_backends! {
         let app = with_account_limit(backend, 3).await;
         app.signup("alice").await;
         for attempt in 1..=3 {
-            let response = login(&app, "alice", PASSWORD).await;
-            assert_eq!(response.status(), StatusCode::OK, "login {attempt} of 3");
+            let response = login(&app, "alice", WRONG_PASSWORD).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "failed login {attempt} of 3");
         }
         expect_rate_limited(login(&app, "alice", PASSWORD).await).await;
+        expect_rate_limited(login(&app, "alice", WRONG_PASSWORD).await).await;
+    }
+
+    async fn successful_logins_do_not_use_up_the_budget(backend: Backend) {
+        let app = with_account_limit(backend, 2).await;
+        app.signup("alice").await;
+        for attempt in 1..=10 {
+            let response = login(&app, "alice", PASSWORD).await;
+            assert_eq!(response.status(), StatusCode::OK, "login {attempt}");
+        }
+        // The failures still count, the successes in between did not.
+        assert_eq!(login(&app, "alice", WRONG_PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(login(&app, "alice", PASSWORD).await.status(), StatusCode::OK);
+        assert_eq!(login(&app, "alice", WRONG_PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
         expect_rate_limited(login(&app, "alice", PASSWORD).await).await;
     }
 
@@ -144,22 +182,39 @@ on_both_backends! {
         let app = with_account_limit(backend, 3).await;
         app.signup("alice").await;
         for name in ["alice", "ALICE", " Alice "] {
-            let response = login(&app, name, PASSWORD).await;
-            assert_eq!(response.status(), StatusCode::OK, "login as {name}");
+            let response = login(&app, name, WRONG_PASSWORD).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "login as {name}");
         }
         expect_rate_limited(login(&app, "aLiCe", PASSWORD).await).await;
     }
 
     async fn the_per_account_limit_counts_an_email_in_any_case_as_one_account(backend: Backend) {
-        let app = with_account_limit(backend, 4).await;
-        // Sign-up counts once against alice@example.com.
+        let app = with_account_limit(backend, 3).await;
         app.signup("alice").await;
         for email in ["alice@example.com", "Alice@Example.com", "ALICE@EXAMPLE.COM"] {
-            let response = login_by_email(&app, email, PASSWORD).await;
-            assert_eq!(response.status(), StatusCode::OK, "login as {email}");
+            let response = login_by_email(&app, email, WRONG_PASSWORD).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "login as {email}");
         }
         // An email given as `username` is the same account.
         expect_rate_limited(login(&app, "alice@EXAMPLE.com", PASSWORD).await).await;
+        expect_rate_limited(login_by_email(&app, "alice@example.com", PASSWORD).await).await;
+    }
+
+    async fn username_and_email_share_one_budget(backend: Backend) {
+        let app = with_account_limit(backend, 4).await;
+        app.signup("alice").await;
+        assert_eq!(login(&app, "alice", WRONG_PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            login_by_email(&app, "alice@example.com", WRONG_PASSWORD).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(login(&app, "ALICE", WRONG_PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            login(&app, "Alice@Example.com", WRONG_PASSWORD).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        // Four guesses in all, not four per identifier.
+        expect_rate_limited(login(&app, "alice", PASSWORD).await).await;
         expect_rate_limited(login_by_email(&app, "alice@example.com", PASSWORD).await).await;
     }
 
@@ -168,11 +223,11 @@ on_both_backends! {
         app.signup("alice").await;
         app.signup("bob").await;
         for _ in 0..2 {
-            assert_eq!(login(&app, "alice", PASSWORD).await.status(), StatusCode::OK);
+            assert_eq!(login(&app, "alice", WRONG_PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
         }
         expect_rate_limited(login(&app, "alice", PASSWORD).await).await;
         for _ in 0..2 {
-            assert_eq!(login(&app, "bob", PASSWORD).await.status(), StatusCode::OK);
+            assert_eq!(login(&app, "bob", WRONG_PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
         }
         expect_rate_limited(login(&app, "bob", PASSWORD).await).await;
         // A new account can still sign up, and a name nobody has is counted apart too.
@@ -193,21 +248,28 @@ on_both_backends! {
         // Guessing is over: even the right password is refused for now.
         expect_rate_limited(login(&app, "alice", PASSWORD).await).await;
 
-        for _ in 0..3 {
-            assert_eq!(login(&app, "bob", PASSWORD).await.status(), StatusCode::OK);
-        }
         // And past the limit a wrong password is a 429, not a 401.
-        expect_rate_limited(login(&app, "bob", WRONG_PASSWORD).await).await;
+        expect_rate_limited(login(&app, "alice", WRONG_PASSWORD).await).await;
+        // Bob is another account.
+        assert_eq!(login(&app, "bob", PASSWORD).await.status(), StatusCode::OK);
     }
 
     async fn a_sign_up_counts_against_the_limit_of_its_email(backend: Backend) {
         let app = with_account_limit(backend, 2).await;
         app.signup("alice").await;
-        let first = login_by_email(&app, "alice@example.com", PASSWORD).await;
-        assert_eq!(first.status(), StatusCode::OK);
-        expect_rate_limited(login_by_email(&app, "alice@example.com", PASSWORD).await).await;
+        let taken = post_signup(
+            &app,
+            &json!({
+                "username": "alice1",
+                "email": "alice@example.com",
+                "password": PASSWORD,
+                "confirm_password": PASSWORD,
+            }),
+        )
+        .await;
+        expect_problem(taken, StatusCode::CONFLICT).await;
 
-        // Signing up again and again with one email is limited as well.
+        // Signing up again and again with one email is limited.
         let again = post_signup(
             &app,
             &json!({
@@ -219,6 +281,139 @@ on_both_backends! {
         )
         .await;
         expect_rate_limited(again).await;
+        // Other emails, and logging in, are not.
+        assert_eq!(post_signup(&app, &signup_body("bob")).await.status(), StatusCode::CREATED);
+        assert_eq!(login_by_email(&app, "alice@example.com", PASSWORD).await.status(), StatusCode::OK);
+    }
+
+    async fn an_attacker_at_one_address_cannot_lock_out_the_owner_at_another(backend: Backend) {
+        let app = with_account_limit(backend, 3).await;
+        app.signup("alice").await;
+        let attacker = client_from([127, 0, 0, 2]);
+        let owner = client_from([127, 0, 0, 3]);
+        for guess in 1..=3 {
+            let response = login_through(&app, &attacker, "alice", &format!("guess {guess}")).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "guess {guess}");
+        }
+        for _ in 0..5 {
+            expect_rate_limited(login_through(&app, &attacker, "alice", PASSWORD).await).await;
+        }
+        // The owner, elsewhere, is not locked out, not even after a typo of their own.
+        let typo = login_through(&app, &owner, "alice", WRONG_PASSWORD).await;
+        assert_eq!(typo.status(), StatusCode::UNAUTHORIZED);
+        let owner_login = login_through(&app, &owner, "alice@example.com", PASSWORD).await;
+        assert_eq!(owner_login.status(), StatusCode::OK);
+    }
+
+    async fn the_global_cap_limits_one_account_across_addresses(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |settings| {
+            settings.auth_rate_limit_per_ip = 0;
+            settings.auth_rate_limit_per_account = 2;
+            settings.auth_rate_limit_per_account_global = Some(5);
+        })
+        .await;
+        app.signup("alice").await;
+        app.signup("bob").await;
+        let mut guesses = 0;
+        for host in 2..=4 {
+            let client = client_from([127, 0, 0, host]);
+            for _ in 0..2 {
+                let response = login_through(&app, &client, "alice", WRONG_PASSWORD).await;
+                guesses += 1;
+                if guesses <= 5 {
+                    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "guess {guesses}");
+                } else {
+                    // Its pair had budget left; the account had none.
+                    expect_rate_limited(response).await;
+                }
+            }
+        }
+        // A fresh address, even with the right password, waits: distributed guessing is capped.
+        let fresh = client_from([127, 0, 0, 5]);
+        expect_rate_limited(login_through(&app, &fresh, "alice", PASSWORD).await).await;
+        expect_rate_limited(login_by_email(&app, "alice@example.com", PASSWORD).await).await;
+        // Another account is untouched.
+        assert_eq!(login_through(&app, &fresh, "bob", PASSWORD).await.status(), StatusCode::OK);
+    }
+
+    async fn the_owner_passes_the_global_cap_where_they_logged_in_before(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |settings| {
+            settings.auth_rate_limit_per_ip = 0;
+            settings.auth_rate_limit_per_account = 2;
+            settings.auth_rate_limit_per_account_global = Some(4);
+        })
+        .await;
+        app.signup("alice").await;
+        let home = client_from([127, 0, 0, 3]);
+        assert_eq!(login_through(&app, &home, "alice", PASSWORD).await.status(), StatusCode::OK);
+        for host in [4, 5] {
+            let attacker = client_from([127, 0, 0, host]);
+            for _ in 0..2 {
+                let response = login_through(&app, &attacker, "alice", WRONG_PASSWORD).await;
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            }
+        }
+        // The account's budget is spent: a new address waits, even with the right password …
+        let fresh = client_from([127, 0, 0, 6]);
+        expect_rate_limited(login_through(&app, &fresh, "alice", PASSWORD).await).await;
+        // … but where the owner logged in before, they still can (by email too).
+        assert_eq!(login_through(&app, &home, "alice", PASSWORD).await.status(), StatusCode::OK);
+        let by_email = login_through(&app, &home, "alice@example.com", PASSWORD).await;
+        assert_eq!(by_email.status(), StatusCode::OK);
+        // Within the pair's own budget: two failures there, then a wait.
+        for _ in 0..2 {
+            let typo = login_through(&app, &home, "alice", WRONG_PASSWORD).await;
+            assert_eq!(typo.status(), StatusCode::UNAUTHORIZED);
+        }
+        expect_rate_limited(login_through(&app, &home, "alice", PASSWORD).await).await;
+    }
+
+    async fn the_global_cap_defaults_to_ten_times_the_pair_budget(backend: Backend) {
+        let app = with_account_limit(backend, 1).await;
+        app.signup("alice").await;
+        for host in 2..=11 {
+            let client = client_from([127, 0, 0, host]);
+            let response = login_through(&app, &client, "alice", WRONG_PASSWORD).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "from 127.0.0.{host}");
+        }
+        let twelfth = client_from([127, 0, 0, 12]);
+        expect_rate_limited(login_through(&app, &twelfth, "alice", PASSWORD).await).await;
+    }
+
+    async fn an_over_long_login_identifier_is_a_400_naming_its_field_and_counts_nowhere(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |settings| {
+            settings.auth_rate_limit_per_ip = 1;
+            settings.auth_rate_limit_per_account = 1;
+        })
+        .await;
+        let long_email = format!("{}@example.com", "a".repeat(250));
+        for (body, field) in [
+            (json!({"username": "a".repeat(33), "password": PASSWORD}), "username"),
+            (json!({"username": "x".repeat(120 * 1024), "password": PASSWORD}), "username"),
+            (json!({"email": long_email, "password": PASSWORD}), "email"),
+            (json!({"username": long_email, "password": PASSWORD}), "username"),
+        ] {
+            let response = app
+                .request(Method::POST, "/api/auth/login")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let problem = expect_problem(response, StatusCode::BAD_REQUEST).await;
+            assert_eq!(error_fields(&problem), [field], "{problem}");
+        }
+        let form = app
+            .request(Method::POST, "/api/auth/login")
+            .form(&[("username", "y".repeat(300).as_str()), ("password", PASSWORD)])
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(form, StatusCode::BAD_REQUEST).await;
+        assert_eq!(error_fields(&problem), ["username"]);
+        // None of them took this address's single attempt.
+        let response = login(&app, "a".repeat(32).as_str(), PASSWORD).await;
+        expect_problem(response, StatusCode::UNAUTHORIZED).await;
+        expect_rate_limited(login(&app, "nobody", PASSWORD).await).await;
     }
 
     // Rate limits, per client address (every request of a test comes from 127.0.0.1).
@@ -636,6 +831,7 @@ on_both_backends! {
             ("signup invalid", signup(json!({}))),
             ("login", login_request(&app, "alice", PASSWORD)),
             ("login wrong", login_request(&app, "alice", WRONG_PASSWORD)),
+            ("login wrong again", login_request(&app, "alice", WRONG_PASSWORD)),
             ("login limited", login_request(&app, "alice", PASSWORD)),
             ("me", as_alice(Method::GET, "/api/auth/me")),
             ("no token", app.request(Method::GET, &tasks_path)),
@@ -668,4 +864,87 @@ on_both_backends! {
             assert!(seen.contains(&status), "no response had status {status}: {seen:?}");
         }
     }
+}
+
+fn shared_limits(settings: &mut Settings) {
+    settings.auth_rate_limit_per_ip = 4;
+    settings.auth_rate_limit_per_account = 2;
+    settings.auth_rate_limit_per_account_global = Some(0);
+}
+
+/// On PostgreSQL the budgets live in the database: two instances together allow no more
+/// than one budget (on SQLite one process serves a file, and counts in memory).
+#[tokio::test]
+async fn two_instances_on_one_postgresql_share_one_budget() {
+    let (name, url) = create_test_database().await;
+    let first = TestApp::spawn_on(&url, shared_limits).await;
+    let second = TestApp::spawn_on(&url, shared_limits).await;
+    // One attempt of the address's four.
+    first.signup("alice").await;
+    // The (address, account) pair's two failures, one on each instance.
+    let one = login(&first, "alice", WRONG_PASSWORD).await;
+    assert_eq!(one.status(), StatusCode::UNAUTHORIZED);
+    let two = login(&second, "alice", WRONG_PASSWORD).await;
+    assert_eq!(two.status(), StatusCode::UNAUTHORIZED);
+    // The fourth attempt of the address, refused by the pair's budget on either instance.
+    expect_rate_limited(login(&first, "alice", PASSWORD).await).await;
+    // The address is spent on both.
+    expect_rate_limited(login(&second, "bob", PASSWORD).await).await;
+    expect_rate_limited(post_signup(&first, &signup_body("carol")).await).await;
+    first.stop().await;
+    second.stop().await;
+    drop_test_database(name);
+}
+
+/// On PostgreSQL a budget is a row keyed by a 32-byte digest (no username, email or address
+/// is stored), and rows whose budget is full again are swept.
+#[tokio::test]
+async fn on_postgresql_budgets_are_digest_rows_and_expired_ones_are_swept() {
+    use sqlx::{Connection, PgConnection};
+    let (name, url) = create_test_database().await;
+    let app = TestApp::spawn_on(&url, shared_limits).await;
+    let mut db = PgConnection::connect(&url)
+        .await
+        .expect("connect to the test database");
+    // A budget that filled up again long ago, as an earlier attack would leave behind.
+    sqlx::query("INSERT INTO auth_rate_limits (key, tat_ms, allowed) VALUES ($1, 0, true)")
+        .bind(vec![7u8; 32])
+        .execute(&mut db)
+        .await
+        .unwrap();
+    app.signup("alice").await;
+    let failed = login(&app, "alice", WRONG_PASSWORD).await;
+    assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (stale,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM auth_rate_limits WHERE tat_ms = 0")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if stale == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired row was not swept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Sign-up: the address and the (address, email) pair; login: the address, the pair and
+    // the account (its global budget is off here).
+    let keys: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT key FROM auth_rate_limits")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 3, "one row per live budget");
+    for (key,) in &keys {
+        assert_eq!(key.len(), 32);
+        let text = String::from_utf8_lossy(key);
+        assert!(!text.contains("alice") && !text.contains("127.0.0.1"));
+    }
+    db.close().await.ok();
+    app.stop().await;
+    drop_test_database(name);
 }

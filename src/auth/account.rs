@@ -5,11 +5,11 @@
 //! cannot be used to guess passwords faster. Sign-out, a password change and deletion revoke
 //! the account's tokens on every instance (see [`super::revocation`]).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use axum::{
     Json,
-    extract::{ConnectInfo, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -20,10 +20,12 @@ use super::{
     CurrentUser,
     account_domain::{AccountChange, AccountDeletion, PasswordChange},
     domain::{AuthResponse, User, UserCredentials},
+    rate_limit::Account,
     routes::{issue, token_response},
 };
 use crate::{
     app::AppState,
+    client_addr::ClientAddr,
     error::{ApiError, Problem},
     extract::JsonBody,
     storage::Taken,
@@ -50,25 +52,38 @@ async fn local_account(state: &AppState, user: &CurrentUser) -> Result<UserCrede
         .ok_or(NO_ACCOUNT)
 }
 
-/// Checks `password` against the account, counting the attempt against the login limits
-/// first. A wrong password is the login's 401.
+/// Checks `password` against the account, as a login would: the attempt counts against the
+/// client's and the account's login budgets first, and only a wrong password keeps counting.
+/// A wrong password is the login's 401.
 async fn prove(
     state: &AppState,
-    client: SocketAddr,
+    client: IpAddr,
     account: &UserCredentials,
     password: &str,
 ) -> Result<(), ApiError> {
-    state.rate_limits.check_client(client.ip())?;
-    state.rate_limits.check_account(&account.user.username)?;
     state.passwords.ensure_capacity()?;
-    if state
+    state.rate_limits.check_client(client).await?;
+    let attempt = state
+        .rate_limits
+        .begin_login(client, Account::Id(account.user.id))
+        .await?;
+    match state
         .passwords
         .verify(password, &account.password_hash)
-        .await?
+        .await
     {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidCredentials)
+        Ok(true) => {
+            attempt.succeeded().await;
+            Ok(())
+        }
+        Ok(false) => {
+            drop(attempt);
+            Err(ApiError::InvalidCredentials)
+        }
+        Err(error) => {
+            attempt.give_back().await;
+            Err(error)
+        }
     }
 }
 
@@ -118,7 +133,7 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Use
 )]
 async fn update_me(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     user: CurrentUser,
     JsonBody(body): JsonBody,
 ) -> Result<Json<User>, ApiError> {
@@ -170,7 +185,7 @@ async fn update_me(
 )]
 async fn delete_me(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     user: CurrentUser,
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
@@ -211,7 +226,7 @@ async fn delete_me(
 )]
 async fn change_password(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     user: CurrentUser,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {

@@ -9,6 +9,10 @@ use uuid::Uuid;
 
 use crate::{error::ApiError, extract::JsonObject, tasks::domain::rfc3339_millis};
 
+/// The longest username and email any account can have.
+pub const USERNAME_MAX_CHARS: usize = 32;
+pub const EMAIL_MAX_BYTES: usize = 254;
+
 /// 3–32 characters of letters, digits, `_`, `.` and `-`; unique ignoring case.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Username(String);
@@ -16,7 +20,7 @@ pub struct Username(String);
 impl Username {
     pub fn parse(raw: String) -> Result<Self, String> {
         let length = raw.chars().count();
-        if !(3..=32).contains(&length) {
+        if !(3..=USERNAME_MAX_CHARS).contains(&length) {
             return Err("must be 3 to 32 characters".into());
         }
         if !raw
@@ -41,7 +45,9 @@ impl Email {
     pub fn parse(raw: String) -> Result<Self, String> {
         const INVALID: &str = "must be a valid email address";
         let email = raw.trim().to_lowercase();
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if email.len() > EMAIL_MAX_BYTES
+            || email.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(INVALID.into());
         }
         let Some((local, domain)) = email.rsplit_once('@') else {
@@ -190,6 +196,7 @@ impl Login {
             }
         });
         let password = body.required("password", password);
+        let from_email = matches!(email, Some(Some(_)));
         let id = match (username, email) {
             (Some(Some(_)), Some(Some(_))) => {
                 body.reject("email", "give either username or email, not both");
@@ -206,6 +213,26 @@ impl Login {
             (Some(None), Some(Some(email))) => Some(LoginId::Email(email.to_lowercase())),
             _ => None,
         };
+        // No account has a longer identifier: refused here, before it can key a rate limit
+        // or reach the database (so its size costs nothing there).
+        let id = id.filter(|id| {
+            let field = if from_email { "email" } else { "username" };
+            let too_long = match id {
+                LoginId::Username(name) => name.chars().count() > USERNAME_MAX_CHARS,
+                LoginId::Email(email) => email.len() > EMAIL_MAX_BYTES,
+            };
+            match id {
+                LoginId::Username(_) if too_long => body.reject(
+                    field,
+                    format!("must be at most {USERNAME_MAX_CHARS} characters"),
+                ),
+                LoginId::Email(_) if too_long => {
+                    body.reject(field, format!("must be at most {EMAIL_MAX_BYTES} bytes"))
+                }
+                _ => {}
+            }
+            !too_long
+        });
         body.finish((|| {
             Some(Self {
                 id: id?,
@@ -265,9 +292,9 @@ pub struct SignupRequest {
 #[allow(dead_code)]
 pub struct LoginRequest {
     /// A username, or an email (a value containing `@` is read as one).
-    #[schema(nullable = false, min_length = 1)]
+    #[schema(nullable = false, min_length = 1, max_length = 254)]
     username: Option<String>,
-    #[schema(nullable = false, min_length = 1)]
+    #[schema(nullable = false, min_length = 1, max_length = 254)]
     email: Option<String>,
     #[schema(format = Password, min_length = 1)]
     password: String,
@@ -279,7 +306,7 @@ pub struct LoginRequest {
 #[allow(dead_code)]
 pub struct LoginForm {
     /// A username or an email.
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 254)]
     username: String,
     #[schema(format = Password, min_length = 1)]
     password: String,

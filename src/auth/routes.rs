@@ -1,20 +1,22 @@
 //! `POST /api/auth/signup` and `POST /api/auth/login`; the account's own routes are in
 //! [`super::account`].
 
-use std::net::SocketAddr;
-
 use axum::{
     Json,
-    extract::{ConnectInfo, State},
+    extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::domain::{AuthResponse, Login, LoginId, Signup, User};
+use super::{
+    domain::{AuthResponse, Login, LoginId, Signup, User},
+    rate_limit::Account,
+};
 use crate::{
     app::AppState,
+    client_addr::ClientAddr,
     error::{ApiError, Problem},
     extract::{JsonBody, JsonOrForm},
     storage::Taken,
@@ -73,13 +75,17 @@ pub(super) fn issue(
 )]
 async fn signup(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    state.rate_limits.check_client(client.ip())?;
     let signup = Signup::from_json(body)?;
-    state.rate_limits.check_account(signup.email.as_str())?;
+    // Refused while hashing is saturated before the limits, which may be a database query.
     state.passwords.ensure_capacity()?;
+    state.rate_limits.check_client(client).await?;
+    state
+        .rate_limits
+        .check_sign_up(client, signup.email.as_str())
+        .await?;
     // Checked before hashing so that a duplicate costs no bcrypt time; the unique indexes
     // still decide when two sign-ups race.
     match state.store.taken(&signup.username, &signup.email).await? {
@@ -116,43 +122,58 @@ async fn signup(
     )),
     responses(
         (status = 200, description = "Logged in", body = AuthResponse),
-        (status = 400, description = "A field is missing or invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A field is missing or invalid (an identifier longer than any account's included)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong username, email or password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts from this client or for this account", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, or too many passwords being hashed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (the rate limits included), or too many passwords being hashed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     body: JsonOrForm,
 ) -> Result<Response, ApiError> {
-    state.rate_limits.check_client(client.ip())?;
+    // Validated first: an identifier longer than any account's is a 400 before it reaches
+    // the limits or the database.
     let login = Login::from_body(body.object, body.is_form)?;
-    state.rate_limits.check_account(match &login.id {
-        LoginId::Username(name) => name,
-        LoginId::Email(email) => email,
-    })?;
     state.passwords.ensure_capacity()?;
+    state.rate_limits.check_client(client).await?;
     let credentials = state.store.find_credentials(&login.id).await?;
-    let (user, generation) = match credentials {
-        Some(credentials)
-            if state
-                .passwords
-                .verify(&login.password, &credentials.password_hash)
-                .await? =>
-        {
-            (credentials.user, credentials.token_generation)
-        }
-        Some(_) => return Err(ApiError::InvalidCredentials),
-        None => {
-            state.passwords.verify_nothing(&login.password).await?;
-            return Err(ApiError::InvalidCredentials);
-        }
+    // Counted against the account, whichever identifier names it, before bcrypt runs.
+    let account = match &credentials {
+        Some(credentials) => Account::Id(credentials.user.id),
+        None => Account::Unknown(&login.id),
     };
+    let attempt = state.rate_limits.begin_login(client, account).await?;
+    let verified = async {
+        match credentials {
+            Some(credentials)
+                if state
+                    .passwords
+                    .verify(&login.password, &credentials.password_hash)
+                    .await? =>
+            {
+                Ok((credentials.user, credentials.token_generation))
+            }
+            Some(_) => Err(ApiError::InvalidCredentials),
+            None => {
+                state.passwords.verify_nothing(&login.password).await?;
+                Err(ApiError::InvalidCredentials)
+            }
+        }
+    }
+    .await;
+    // Only a wrong password (or unknown account) counts; a success or a password that could
+    // not be checked (hashing saturated) gives the attempt back.
+    match &verified {
+        Ok(_) => attempt.succeeded().await,
+        Err(ApiError::InvalidCredentials) => drop(attempt),
+        Err(_) => attempt.give_back().await,
+    }
+    let (user, generation) = verified?;
     let via = match login.id {
         LoginId::Username(_) => "username",
         LoginId::Email(_) => "email",

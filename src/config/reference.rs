@@ -96,13 +96,28 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         names: &["AUTH_RATE_LIMIT_PER_IP"],
-        meaning: "sign-up and login attempts per client address per minute (`0`: off)",
+        meaning: "sign-up and login attempts per client address per minute, successful or not (IPv6: per /64 network; `0`: off)",
         default: "`30`",
     },
     Setting {
         names: &["AUTH_RATE_LIMIT_PER_ACCOUNT"],
-        meaning: "login attempts per username or email (and sign-ups per email) per minute (`0`: off)",
+        meaning: "**failed** login attempts per (client address, account) pair per minute — an account is one budget whether named by username or email — and sign-ups per (client address, email) (`0`: off)",
         default: "`10`",
+    },
+    Setting {
+        names: &["AUTH_RATE_LIMIT_PER_ACCOUNT_GLOBAL"],
+        meaning: "failed login attempts per account per minute from all client addresses together, against distributed guessing; an address the account logged in from in the last 30 days is exempt (`0`: off)",
+        default: "ten times `AUTH_RATE_LIMIT_PER_ACCOUNT`",
+    },
+    Setting {
+        names: &["TRUSTED_PROXIES"],
+        meaning: "comma-separated IP addresses and CIDR ranges, IPv4 or IPv6 (`10.0.0.0/8, 2001:db8::/32, 127.0.0.1`), of the reverse proxies in front of the service: from them, the client address is read from `TRUSTED_PROXY_HEADER`. See [Deploying behind a proxy](#deploying-behind-a-proxy-on-several-instances)",
+        default: "none: the TCP peer is the client",
+    },
+    Setting {
+        names: &["TRUSTED_PROXY_HEADER"],
+        meaning: "the header those proxies append the client address to: `x-forwarded-for` or `forwarded` (RFC 7239); the other one is ignored",
+        default: "`x-forwarded-for`",
     },
     Setting {
         names: &["PASSWORD_HASH_CONCURRENCY"],

@@ -4,6 +4,7 @@
 //! between users is enforced by the query itself, not only by the path check in front of it.
 //! Driver errors never leave this module: they become a [`StoreError`].
 
+pub mod limits;
 mod postgres;
 mod sqlite;
 
@@ -166,6 +167,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Closes the connection pool, waiting for connections in use to come back.
     async fn close(&self);
+
+    /// Where sign-up and login attempts are counted: in the database on PostgreSQL, shared by
+    /// every instance; in this process on SQLite. Call once: each call starts afresh in memory.
+    fn attempt_limits(&self) -> Arc<dyn limits::AttemptLimits>;
 }
 
 /// Connects to the database `settings` names. While it is unreachable (a Neon compute

@@ -1,6 +1,10 @@
 //! The PostgreSQL implementation of [`Store`], for real deployments (Neon included).
 
-use std::str::FromStr;
+use std::{
+    num::NonZeroU32,
+    str::FromStr,
+    sync::{Arc, Mutex},
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,7 +15,11 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_columns};
+use super::{
+    Store, StoreError, Taken,
+    limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
+    order_by, push_filters, push_page, task_columns,
+};
 
 /// Titles sort by their lower-case form in byte order, as on SQLite, whatever the locale.
 const TITLE_KEY: &str = "lower(title) COLLATE \"C\"";
@@ -24,6 +32,7 @@ use crate::{
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
 };
 
+#[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     /// False behind PgBouncer in transaction mode, where a named prepared statement may land
@@ -557,5 +566,146 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn attempt_limits(&self) -> Arc<dyn AttemptLimits> {
+        Arc::new(PostgresLimits {
+            store: self.clone(),
+            last_sweep: Mutex::new(None),
+        })
+    }
+}
+
+/// The database's clock in milliseconds since the epoch: every instance reads the same one.
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// Attempt budgets in the `auth_rate_limits` table, shared by every instance. Each take is
+/// one atomic upsert; rows whose budget is full again are deleted at most once a minute per
+/// instance, in the background.
+struct PostgresLimits {
+    store: PostgresStore,
+    last_sweep: Mutex<Option<std::time::Instant>>,
+}
+
+const LIMIT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl PostgresLimits {
+    fn sweep_if_due(&self) {
+        let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < LIMIT_SWEEP_INTERVAL) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let swept = async {
+                let mut session = store.session().await?;
+                let done = sqlx::query(concat!(
+                    "DELETE FROM auth_rate_limits WHERE tat_ms < ",
+                    now_ms!()
+                ))
+                .persistent(store.persistent)
+                .execute(session.conn())
+                .await?;
+                session.finish().await?;
+                Ok::<u64, sqlx::Error>(done.rows_affected())
+            };
+            match swept.await {
+                Ok(rows) => tracing::debug!(rows, "expired rate-limit rows swept"),
+                Err(error) => tracing::debug!(%error, "rate-limit sweep failed; retried later"),
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl AttemptLimits for PostgresLimits {
+    async fn take(&self, key: &LimitKey, per_minute: NonZeroU32) -> Result<Admission, StoreError> {
+        self.sweep_if_due();
+        let (interval, burst) = gcra_parameters(per_minute);
+        let mut session = self.store.session().await?;
+        // The row lock of the upsert makes the read and the write one step, across instances.
+        let (allowed, ahead_ms): (bool, i64) = sqlx::query_as(concat!(
+            "INSERT INTO auth_rate_limits AS r (key, tat_ms, allowed) VALUES ($1, ",
+            now_ms!(),
+            " + $2, true)
+             ON CONFLICT (key) DO UPDATE SET
+                 allowed = GREATEST(r.tat_ms, ",
+            now_ms!(),
+            ") - ",
+            now_ms!(),
+            " <= $3,
+                 tat_ms = CASE WHEN GREATEST(r.tat_ms, ",
+            now_ms!(),
+            ") - ",
+            now_ms!(),
+            " <= $3 THEN GREATEST(r.tat_ms, ",
+            now_ms!(),
+            ") + $2 ELSE r.tat_ms END
+             RETURNING allowed, tat_ms - ",
+            now_ms!()
+        ))
+        .bind(&key.0[..])
+        .bind(interval)
+        .bind(burst)
+        .persistent(self.store.persistent)
+        .fetch_one(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(if allowed {
+            Admission::Allowed
+        } else {
+            refusal(ahead_ms - burst)
+        })
+    }
+
+    async fn give_back(&self, key: &LimitKey, per_minute: NonZeroU32) -> Result<(), StoreError> {
+        let (interval, _) = gcra_parameters(per_minute);
+        let mut session = self.store.session().await?;
+        sqlx::query("UPDATE auth_rate_limits SET tat_ms = tat_ms - $2 WHERE key = $1")
+            .bind(&key.0[..])
+            .bind(interval)
+            .persistent(self.store.persistent)
+            .execute(session.conn())
+            .await?;
+        session.finish().await?;
+        Ok(())
+    }
+
+    async fn remember(&self, key: &LimitKey, ttl: std::time::Duration) -> Result<(), StoreError> {
+        let mut session = self.store.session().await?;
+        // A remembered key is a row whose time lies `ttl` ahead; the sweep deletes it after.
+        sqlx::query(concat!(
+            "INSERT INTO auth_rate_limits (key, tat_ms, allowed) VALUES ($1, ",
+            now_ms!(),
+            " + $2, true)
+             ON CONFLICT (key) DO UPDATE SET tat_ms = EXCLUDED.tat_ms"
+        ))
+        .bind(&key.0[..])
+        .bind(ttl.as_millis() as i64)
+        .persistent(self.store.persistent)
+        .execute(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(())
+    }
+
+    async fn remembers(&self, key: &LimitKey) -> Result<bool, StoreError> {
+        let mut session = self.store.session().await?;
+        let (remembered,): (bool,) = sqlx::query_as(concat!(
+            "SELECT EXISTS (SELECT 1 FROM auth_rate_limits WHERE key = $1 AND tat_ms > ",
+            now_ms!(),
+            ")"
+        ))
+        .bind(&key.0[..])
+        .persistent(self.store.persistent)
+        .fetch_one(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(remembered)
     }
 }

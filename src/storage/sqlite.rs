@@ -13,7 +13,11 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Store, StoreError, Taken, order_by, push_filters, push_page, task_columns};
+use super::{
+    Store, StoreError, Taken,
+    limits::{AttemptLimits, MemoryLimits},
+    order_by, push_filters, push_page, task_columns,
+};
 use crate::{
     auth::{
         domain::{Email, LoginId, User, UserCredentials, Username},
@@ -505,5 +509,10 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// One process serves an SQLite file, so its memory is the one place to count in.
+    fn attempt_limits(&self) -> std::sync::Arc<dyn AttemptLimits> {
+        std::sync::Arc::new(MemoryLimits::default())
     }
 }
