@@ -76,7 +76,7 @@ async fn signup(
 ) -> Result<Response, ApiError> {
     state.rate_limits.check_client(client.ip())?;
     let signup = Signup::from_json(body)?;
-    state.rate_limits.check_account(signup.email.as_str())?;
+    state.rate_limits.check_account(signup.email.key())?;
     state.passwords.ensure_capacity()?;
     // Checked before hashing so that a duplicate costs no bcrypt time; the unique indexes
     // still decide when two sign-ups race.
