@@ -566,3 +566,52 @@ on_both_backends! {
         app.stop().await;
     }
 }
+
+on_both_backends! {
+    async fn two_instances_starting_together_back_fill_every_row_once_and_agree(backend: Backend) {
+        const ROWS: i64 = 1_234; // more than two batches
+        let database = OwnDatabase::new(backend).await;
+        let app = TestApp::spawn_on(&database.url, |_| {}).await;
+        let alice = app.signup("alice").await;
+        app.stop().await;
+        let insert = match backend {
+            Backend::Sqlite => {
+                "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
+                 SELECT printf('00000000-0000-7000-8000-%012d', i), $1, 'TÍTULO ' || i, 'Ω ' || i,
+                        0, i, i
+                 FROM n"
+            }
+            Backend::Postgres => {
+                "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+                 SELECT ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid, $1,
+                        'TÍTULO ' || i, 'Ω ' || i, false, now(), now()
+                 FROM generate_series(1, $2::bigint) AS i"
+            }
+        };
+        database
+            .execute(insert, &[Bind::Text(Some(&alice.id)), Bind::Int(ROWS)])
+            .await;
+
+        let (first, second) = tokio::join!(
+            TestApp::spawn_on(&database.url, |_| {}),
+            TestApp::spawn_on(&database.url, |_| {}),
+        );
+        assert_eq!(
+            database
+                .count("SELECT count(*) FROM tasks WHERE title_key IS NULL OR description_key IS NULL")
+                .await,
+            0
+        );
+        for app in [&first, &second] {
+            assert_eq!(search(app, &alice, "título 1233").await, ["TÍTULO 1233"]);
+            assert_eq!(search(app, &alice, "ω 1234").await, ["TÍTULO 1234"]);
+            let page = titles(app, &alice, &[("q", "título 100"), ("sort_by", "title")]).await;
+            assert_eq!(page, ["TÍTULO 1009", "TÍTULO 1008", "TÍTULO 1007", "TÍTULO 1006",
+                "TÍTULO 1005", "TÍTULO 1004", "TÍTULO 1003", "TÍTULO 1002", "TÍTULO 1001",
+                "TÍTULO 1000", "TÍTULO 100"]);
+        }
+        first.stop().await;
+        second.stop().await;
+    }
+}
