@@ -104,6 +104,7 @@ impl PostgresStore {
     async fn backfill_keys(&self) -> anyhow::Result<()> {
         let mut after = Uuid::nil();
         loop {
+            let mut session = self.session().await?;
             let rows: Vec<(Uuid, i64, String, Option<String>)> = sqlx::query_as(
                 "SELECT id, version, title, description FROM tasks
                  WHERE (title_key IS NULL OR (description IS NOT NULL AND description_key IS NULL))
@@ -113,16 +114,18 @@ impl PostgresStore {
             .bind(after)
             .bind(BACKFILL_BATCH)
             .persistent(self.persistent)
-            .fetch_all(&self.pool)
+            .fetch_all(session.conn())
             .await?;
-            let Some((last, ..)) = rows.last() else { break };
+            let Some((last, ..)) = rows.last() else {
+                session.finish().await?;
+                break;
+            };
             after = *last;
             let (ids, versions): (Vec<Uuid>, Vec<i64>) = rows.iter().map(|r| (r.0, r.1)).unzip();
             let title_keys: Vec<String> = rows.iter().map(|r| fold(&r.2)).collect();
             let description_keys: Vec<Option<String>> =
                 rows.iter().map(|r| r.3.as_deref().map(fold)).collect();
             // One statement per batch: one round trip, not one per row.
-            let mut session = self.session().await?;
             sqlx::query(
                 "UPDATE tasks SET title_key = keys.title_key, description_key = keys.description_key
                  FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[])
@@ -142,6 +145,7 @@ impl PostgresStore {
         // Oldest first, so that of two addresses that become one, the older account keeps it.
         let mut after: Option<(DateTime<Utc>, Uuid)> = None;
         loop {
+            let mut session = self.session().await?;
             let rows: Vec<(Uuid, DateTime<Utc>, String)> = sqlx::query_as(
                 "SELECT id, created_at, email FROM users
                  WHERE email_key IS NULL AND ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
@@ -151,8 +155,9 @@ impl PostgresStore {
             .bind(after.map(|a| a.1))
             .bind(BACKFILL_BATCH)
             .persistent(self.persistent)
-            .fetch_all(&self.pool)
+            .fetch_all(session.conn())
             .await?;
+            session.finish().await?;
             let Some((id, created_at, _)) = rows.last() else {
                 break;
             };
@@ -174,12 +179,14 @@ impl PostgresStore {
                     Ok(_) => session.finish().await?,
                     Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
                         drop(session);
+                        let mut session = self.session().await?;
                         let holder: Option<Uuid> =
                             sqlx::query_scalar("SELECT id FROM users WHERE email_key = $1")
                                 .bind(&key)
                                 .persistent(self.persistent)
-                                .fetch_optional(&self.pool)
+                                .fetch_optional(session.conn())
                                 .await?;
+                        session.finish().await?;
                         warn_email_collision(id, holder.as_ref().map(|h| h as _));
                     }
                     Err(error) => return Err(error.into()),
