@@ -81,13 +81,16 @@ pub struct Taken {
 /// What the service needs from a database, and nothing more.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies pending schema migrations.
+    /// Applies pending schema migrations, then computes the folded keys (`text::fold`,
+    /// `email_key`) of rows written without them; idempotent, and safe beside another
+    /// instance doing the same.
     async fn migrate(&self) -> anyhow::Result<()>;
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Which of `username` (ignoring case) and `email` already belong to an account.
+    /// Which of `username` (ignoring case) and `email` (by its canonical key) already belong to
+    /// an account.
     async fn taken(&self, username: &Username, email: &Email) -> Result<Taken, StoreError>;
     /// Stores a new account; [`StoreError::Conflict`] when the username or email is taken.
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
