@@ -15,6 +15,7 @@ use todo_api::{
     text::{fold, is_invisible, trim_invisible},
 };
 use unicode_normalization::UnicodeNormalization;
+use unicode_segmentation::UnicodeSegmentation;
 
 /// Few cases for the cheap parsers, fewer for the long strings; no regression files.
 fn cases(n: u32) -> ProptestConfig {
@@ -157,8 +158,13 @@ proptest! {
                 prop_assert!(acceptable, "accepted {raw:?}");
                 prop_assert_eq!(title.as_str(), trimmed);
                 prop_assert!(raw.contains(title.as_str()), "a part of what was sent");
-                prop_assert_eq!(title.as_str().trim(), title.as_str());
-                prop_assert!(!title.as_str().chars().all(is_invisible), "something shows");
+                // It starts and ends with something that shows (a space may start it only as
+                // the base of a combining mark: grapheme clusters are trimmed whole).
+                let clusters: Vec<&str> = title.as_str().graphemes(true).collect();
+                for edge in [clusters.first(), clusters.last()] {
+                    let edge = edge.expect("not empty");
+                    prop_assert!(!edge.chars().all(is_invisible), "{edge:?} in {raw:?}");
+                }
                 let chars = title.as_str().chars().count();
                 prop_assert!((1..=255).contains(&chars));
                 prop_assert!(!title.as_str().contains('\0'));
@@ -609,10 +615,13 @@ proptest! {
     #[test]
     fn folding_ignores_upper_and_lower_case_in_the_cased_scripts(raw in cased_text()) {
         // Over letters whose case the folding's Unicode version (caseless: 16.0) and Rust's
-        // both know: the standard library may know newer capitals. The dotless ı is the one
-        // letter that the default (non-Turkic) folding keeps apart from the I it upper-cases to.
+        // both know: the standard library may know newer capitals. Two exceptions that
+        // Unicode itself makes: the dotless ı, which the default (non-Turkic) folding keeps
+        // apart from the I it upper-cases to, and the Greek iota subscript (U+0345, also
+        // inside ᾳ, ᾀ …), which upper-cases to a separate capital iota that the combining
+        // marks after it then sit on.
         let key = fold(&raw);
-        if !raw.contains('ı') {
+        if !raw.contains('ı') && !raw.nfd().any(|c| c == '\u{345}') {
             prop_assert_eq!(&fold(&raw.to_uppercase()), &key, "upper-cased");
         }
         prop_assert_eq!(&fold(&raw.to_lowercase()), &key, "lower-cased");
