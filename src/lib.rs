@@ -23,6 +23,8 @@ pub mod storage;
 pub mod tasks;
 /// Logging set-up.
 pub mod telemetry;
+/// Unicode rules: the folded search and sort key, and characters that show nothing.
+pub mod text;
 
 pub use app::Application;
 pub use config::Settings;

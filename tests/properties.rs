@@ -9,10 +9,13 @@ use proptest::{
     sample::select,
 };
 use todo_api::{
-    auth::domain::{Email, Password, Username},
+    auth::domain::{Email, Password, Username, email_key},
     error::ApiError,
     tasks::domain::{Description, ListQuery, PAGE_MAX, SortBy, SortOrder, TaskTitle},
+    text::{fold, is_invisible, trim_invisible},
 };
+use unicode_normalization::UnicodeNormalization;
+use unicode_segmentation::UnicodeSegmentation;
 
 /// Few cases for the cheap parsers, fewer for the long strings; no regression files.
 fn cases(n: u32) -> ProptestConfig {
@@ -29,7 +32,8 @@ fn cases(n: u32) -> ProptestConfig {
 const AWKWARD: &[char] = &[
     '\0', '\t', '\n', '\r', '\u{b}', '\u{c}', '\u{1b}', '\u{7f}', '\u{85}', '\u{a0}', '\u{200b}',
     '\u{2028}', '\u{3000}', '\u{feff}', ' ', 'a', 'Z', '0', '_', '.', '-', '@', '"', '\\', '%',
-    'é', 'É', 'İ', 'ẞ', 'ß', 'Σ', 'ﬃ', '€', '😀', '\u{301}',
+    'é', 'É', 'İ', 'ẞ', 'ß', 'Σ', 'ﬃ', '€', '😀', '\u{301}', '\u{2060}', '\u{fe0f}', '\u{ad}',
+    '\u{3164}', '\u{2800}', 'Ж', 'ς', '\u{a8}', 'Ａ',
 ];
 
 /// Arbitrary strings: printable unicode, any scalar value at all, and mixes of the awkward
@@ -147,13 +151,20 @@ proptest! {
     fn a_title_parses_exactly_when_trimmed_it_has_1_to_255_characters_and_no_nul(
         raw in prop_oneof![any_text(), near_length(250..=260), near_length(0..=2)]
     ) {
-        let trimmed = raw.trim();
-        let acceptable = (1..=255).contains(&trimmed.chars().count()) && !trimmed.contains('\0');
+        let trimmed = trim_invisible(&raw);
+        let acceptable = (1..=255).contains(&trimmed.chars().count()) && !raw.contains('\0');
         match TaskTitle::parse(raw.clone()) {
             Ok(title) => {
                 prop_assert!(acceptable, "accepted {raw:?}");
                 prop_assert_eq!(title.as_str(), trimmed);
-                prop_assert_eq!(title.as_str().trim(), title.as_str());
+                prop_assert!(raw.contains(title.as_str()), "a part of what was sent");
+                // It starts and ends with something that shows (a space may start it only as
+                // the base of a combining mark: grapheme clusters are trimmed whole).
+                let clusters: Vec<&str> = title.as_str().graphemes(true).collect();
+                for edge in [clusters.first(), clusters.last()] {
+                    let edge = edge.expect("not empty");
+                    prop_assert!(!edge.chars().all(is_invisible), "{edge:?} in {raw:?}");
+                }
                 let chars = title.as_str().chars().count();
                 prop_assert!((1..=255).contains(&chars));
                 prop_assert!(!title.as_str().contains('\0'));
@@ -192,10 +203,11 @@ proptest! {
         match Email::parse(raw.clone()) {
             Ok(email) => {
                 let value = email.as_str();
-                prop_assert_eq!(value, raw.trim().to_lowercase(), "from {:?}", raw);
+                let expected: String = raw.trim().to_lowercase().nfc().collect();
+                prop_assert_eq!(value, expected, "from {:?}", raw);
                 prop_assert_eq!(value, value.to_lowercase(), "lower-cased");
                 prop_assert!(value.len() <= 254);
-                prop_assert!(!value.chars().any(|c| c.is_whitespace() || c.is_control()), "{value:?}");
+                prop_assert!(!value.chars().any(is_invisible), "{value:?}");
                 prop_assert_eq!(value.matches('@').count(), 1, "{}", value);
                 let (local, domain) = value.split_once('@').unwrap();
                 prop_assert!(!local.is_empty() && !domain.is_empty(), "{value:?}");
@@ -203,6 +215,14 @@ proptest! {
                 // Parsing what was accepted gives it back unchanged.
                 let again = Email::parse(value.to_owned());
                 prop_assert_eq!(again.as_ref().map(Email::as_str), Ok(value));
+                // One key whatever the spelling: NFD, ASCII capitals, the key itself.
+                let key = email.key();
+                prop_assert_eq!(email_key(value), key);
+                let nfd: String = raw.nfd().collect();
+                let nfd = Email::parse(nfd);
+                prop_assert_eq!(nfd.as_ref().map(Email::key), Ok(key));
+                prop_assert_eq!(email_key(&value.to_ascii_uppercase()), key);
+                prop_assert_eq!(email_key(key), key, "canonical");
             }
             Err(message) => prop_assert!(!message.is_empty()),
         }
@@ -411,9 +431,10 @@ fn expected(key: &str, value: &str, max_page_size: u32) -> Option<Expected> {
         }
         .map(Expected::Completed),
         "q" => {
-            let text = value.trim();
-            (text.chars().count() <= 255 && !text.contains('\0'))
-                .then(|| Expected::Q((!text.is_empty()).then(|| text.to_owned())))
+            let text = trim_invisible(value);
+            let folded = fold(text);
+            (text.chars().count() <= 255 && !value.contains('\0'))
+                .then(|| Expected::Q((!folded.is_empty()).then_some(folded)))
         }
         _ => None,
     }
@@ -451,8 +472,10 @@ proptest! {
                 prop_assert!(query.page_size >= 1);
                 let q = query.q.as_ref().map(|q| q.as_str().to_owned());
                 if let Some(text) = &q {
-                    prop_assert!(!text.is_empty() && text.trim() == text && !text.contains('\0'));
-                    prop_assert!(text.chars().count() <= 255);
+                    // Folded (so `¨` may become a space and a combining diaeresis), and
+                    // folding again changes nothing.
+                    prop_assert!(!text.is_empty() && !text.contains('\0'));
+                    prop_assert_eq!(&fold(text), text);
                 }
                 for (_, verdict) in verdicts {
                     let actual = match verdict.as_ref().expect("no refusals") {
@@ -516,8 +539,8 @@ proptest! {
         if keep[1] { prop_assert_eq!(query.page_size, page_size); }
         if keep[4] { prop_assert_eq!(query.completed, Some(completed)); }
         if keep[5] {
-            let text = q.trim();
-            prop_assert_eq!(query.q.as_ref().map(|q| q.as_str()), (!text.is_empty()).then_some(text));
+            let folded = fold(trim_invisible(&q));
+            prop_assert_eq!(query.q.as_ref().map(|q| q.as_str()), (!folded.is_empty()).then_some(folded.as_str()));
         }
     }
 
@@ -552,5 +575,64 @@ proptest! {
                 prop_assert!(unknown.is_subset(&fields), "{unknown:?} not all in {fields:?}");
             }
         }
+    }
+}
+
+// The folded key that search and title sorting compare (src/text.rs).
+
+/// Text in the cased scripts: Latin (with its extensions), Greek, Cyrillic, Armenian, and
+/// the awkward characters.
+fn cased_text() -> impl Strategy<Value = String> {
+    let letter = prop_oneof![
+        proptest::char::range('\u{20}', '\u{24f}'),
+        proptest::char::range('\u{370}', '\u{3ff}'),
+        proptest::char::range('\u{400}', '\u{52f}'),
+        proptest::char::range('\u{531}', '\u{587}'),
+        proptest::char::range('\u{1e00}', '\u{1fff}'),
+        select(AWKWARD),
+    ];
+    vec(letter, 0..32).prop_map(String::from_iter)
+}
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    #[test]
+    fn folding_is_idempotent_and_blind_to_case_form_and_invisible_characters(
+        raw in any_text()
+    ) {
+        let key = fold(&raw);
+        prop_assert_eq!(&fold(&key), &key, "idempotent");
+        let nfd: String = raw.nfd().collect();
+        let nfc: String = raw.nfc().collect();
+        prop_assert_eq!(&fold(&nfd), &key, "NFD spelling");
+        prop_assert_eq!(&fold(&nfc), &key, "NFC spelling");
+        let without_zero_width: String = raw.chars().filter(|&c| c != '\u{200b}' && c != '\u{2060}').collect();
+        prop_assert_eq!(&fold(&without_zero_width), &key, "zero-width characters");
+        prop_assert!(!key.bytes().any(|b| b.is_ascii_uppercase()), "no ASCII capital: {key:?}");
+    }
+
+    #[test]
+    fn folding_ignores_upper_and_lower_case_in_the_cased_scripts(raw in cased_text()) {
+        // Over letters whose case the folding's Unicode version (caseless: 16.0) and Rust's
+        // both know: the standard library may know newer capitals. Two exceptions that
+        // Unicode itself makes: the dotless ı, which the default (non-Turkic) folding keeps
+        // apart from the I it upper-cases to, and the Greek iota subscript (U+0345, also
+        // inside ᾳ, ᾀ …), which upper-cases to a separate capital iota that the combining
+        // marks after it then sit on.
+        let key = fold(&raw);
+        if !raw.contains('ı') && !raw.nfd().any(|c| c == '\u{345}') {
+            prop_assert_eq!(&fold(&raw.to_uppercase()), &key, "upper-cased");
+        }
+        prop_assert_eq!(&fold(&raw.to_lowercase()), &key, "lower-cased");
+    }
+
+    #[test]
+    fn a_fold_of_a_part_is_a_part_of_the_fold(
+        (a, b, c) in (any_text(), "[a-zA-Z0-9 ]{1,8}", any_text())
+    ) {
+        // What `q` relies on: the key of a text contains the key of an ASCII word in it.
+        let whole = format!("{a} {b} {c}");
+        prop_assert!(fold(&whole).contains(&fold(&b)), "{whole:?} / {b:?}");
     }
 }

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{error::ApiError, extract::JsonObject, tasks::domain::rfc3339_millis};
+use caseless::Caseless;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::{error::ApiError, extract::JsonObject, tasks::domain::rfc3339_millis, text};
 
 /// The longest username and email any account can have.
 pub const USERNAME_MAX_CHARS: usize = 32;
@@ -37,31 +40,42 @@ impl Username {
     }
 }
 
-/// A syntactically valid address, trimmed and lower-cased.
+/// A syntactically valid address, as shown: trimmed, lower-cased and in Unicode NFC, the
+/// domain as the user wrote it (`bücher.example` stays so). Uniqueness, login and look-up
+/// compare its [`key`](Self::key), the canonical form [`email_key`] gives, never this text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Email(String);
+pub struct Email {
+    address: String,
+    key: String,
+}
 
 impl Email {
     pub fn parse(raw: String) -> Result<Self, String> {
         const INVALID: &str = "must be a valid email address";
-        let email = raw.trim().to_lowercase();
-        if email.len() > EMAIL_MAX_BYTES
-            || email.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        let email: String = raw.trim().to_lowercase().nfc().collect();
+        // Invisible characters (zero-width spaces, BOMs …) would make addresses that look
+        // alike but differ; white space and controls were never allowed.
+        if email.len() > EMAIL_MAX_BYTES || email.chars().any(text::is_invisible) {
             return Err(INVALID.into());
         }
         let Some((local, domain)) = email.rsplit_once('@') else {
             return Err(INVALID.into());
         };
-        let domain_ok = domain.len() <= 253
-            && domain.contains('.')
-            && domain.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-            });
+        // The domain as DNS knows it (UTS #46 with the STD3 rules: letters, digits and
+        // hyphens, punycode for the rest, DNS lengths); the label rules are checked on that.
+        let domain_ok = idna::domain_to_ascii_strict(domain).is_ok_and(|ascii| {
+            ascii.len() <= 253
+                && ascii.contains('.')
+                && ascii.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        });
         let local_ok = !local.is_empty()
             && local.len() <= 64
             && !local.contains('@')
@@ -70,14 +84,45 @@ impl Email {
             && !local.contains("..")
             && !local.contains(['(', ')', ',', ':', ';', '<', '>', '[', ']', '\\', '"']);
         if domain_ok && local_ok {
-            Ok(Self(email))
+            Ok(Self {
+                key: email_key(&email),
+                address: email,
+            })
         } else {
             Err(INVALID.into())
         }
     }
 
+    /// The address as shown.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.address
+    }
+
+    /// The canonical form: unique among accounts, and what login looks up.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The canonical form of an email address, the one its uniqueness, login and look-up
+/// compare: the local part case-folded as Unicode canonical caseless matching does (The
+/// Unicode Standard, §3.13, D145: full default case folding between canonical
+/// decompositions) and composed to NFC, so that NFC and NFD spellings, and any case, are one
+/// address; the domain in its IDNA ASCII form (UTS #46: mapped, lower-case, punycode), so
+/// that `bücher.example`, `BÜCHER.example` and `xn--bcher-kva.example` are one domain.
+///
+/// Total: any text gets a key (a domain IDNA refuses is case-folded like the local part),
+/// so addresses stored before these rules, and login attempts with malformed ones, have one.
+pub fn email_key(address: &str) -> String {
+    let caseless =
+        |text: &str| -> String { text.chars().nfd().default_case_fold().nfc().collect() };
+    let address = address.trim();
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| caseless(domain));
+            format!("{}@{domain}", caseless(local))
+        }
+        None => caseless(address),
     }
 }
 
@@ -149,6 +194,7 @@ impl Signup {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoginId {
     Username(String),
+    /// The address's canonical form, [`email_key`].
     Email(String),
 }
 
@@ -197,6 +243,19 @@ impl Login {
         });
         let password = body.required("password", password);
         let from_email = matches!(email, Some(Some(_)));
+        // No account has a longer identifier: refused here, before it can key a rate limit
+        // or reach the database (so its size costs nothing there). An email is measured in
+        // the form sign-up bounds (trimmed, lower-cased, NFC), before its canonical key.
+        let field = if from_email { "email" } else { "username" };
+        let too_long = |body: &mut JsonObject, limit: String| {
+            body.reject(field, limit);
+            None
+        };
+        let email_id = |raw: &str| -> Option<LoginId> {
+            let shown: String = raw.trim().to_lowercase().nfc().collect();
+            (shown.len() <= EMAIL_MAX_BYTES).then(|| LoginId::Email(email_key(raw)))
+        };
+        let email_limit = || format!("must be at most {EMAIL_MAX_BYTES} bytes");
         let id = match (username, email) {
             (Some(Some(_)), Some(Some(_))) => {
                 body.reject("email", "give either username or email, not both");
@@ -207,32 +266,20 @@ impl Login {
                 None
             }
             (Some(Some(name)), Some(None)) if name.contains('@') => {
-                Some(LoginId::Email(name.to_lowercase()))
+                email_id(&name).or_else(|| too_long(&mut body, email_limit()))
+            }
+            (Some(Some(name)), Some(None)) if name.chars().count() > USERNAME_MAX_CHARS => {
+                too_long(
+                    &mut body,
+                    format!("must be at most {USERNAME_MAX_CHARS} characters"),
+                )
             }
             (Some(Some(name)), Some(None)) => Some(LoginId::Username(name)),
-            (Some(None), Some(Some(email))) => Some(LoginId::Email(email.to_lowercase())),
+            (Some(None), Some(Some(email))) => {
+                email_id(&email).or_else(|| too_long(&mut body, email_limit()))
+            }
             _ => None,
         };
-        // No account has a longer identifier: refused here, before it can key a rate limit
-        // or reach the database (so its size costs nothing there).
-        let id = id.filter(|id| {
-            let field = if from_email { "email" } else { "username" };
-            let too_long = match id {
-                LoginId::Username(name) => name.chars().count() > USERNAME_MAX_CHARS,
-                LoginId::Email(email) => email.len() > EMAIL_MAX_BYTES,
-            };
-            match id {
-                LoginId::Username(_) if too_long => body.reject(
-                    field,
-                    format!("must be at most {USERNAME_MAX_CHARS} characters"),
-                ),
-                LoginId::Email(_) if too_long => {
-                    body.reject(field, format!("must be at most {EMAIL_MAX_BYTES} bytes"))
-                }
-                _ => {}
-            }
-            !too_long
-        });
         body.finish((|| {
             Some(Self {
                 id: id?,
@@ -365,6 +412,44 @@ mod tests {
         ] {
             assert!(Email::parse(bad.into()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn one_address_has_one_key_whatever_its_spelling() {
+        let nfc = Email::parse("zo\u{e9}@example.test".into()).unwrap();
+        let nfd = Email::parse("zoe\u{301}@example.test".into()).unwrap();
+        assert_eq!(nfc.as_str(), nfd.as_str(), "shown in NFC");
+        assert_eq!(nfc.key(), nfd.key());
+        assert_eq!(email_key("ZOE\u{301}@EXAMPLE.TEST"), nfc.key());
+        let unicode = Email::parse("bob@b\u{fc}cher.example".into()).unwrap();
+        let ascii = Email::parse("bob@xn--bcher-kva.example".into()).unwrap();
+        assert_eq!(
+            unicode.as_str(),
+            "bob@b\u{fc}cher.example",
+            "shown as written"
+        );
+        assert_eq!(unicode.key(), "bob@xn--bcher-kva.example");
+        assert_eq!(ascii.key(), unicode.key());
+        assert_eq!(email_key("BOB@B\u{dc}CHER.EXAMPLE"), unicode.key());
+        // Total, for stored addresses and login attempts the parser would refuse.
+        assert_eq!(email_key("No-At-Sign"), "no-at-sign");
+        assert_eq!(email_key("A@B_C"), "a@b_c");
+    }
+
+    #[test]
+    fn invisible_characters_make_an_address_invalid() {
+        for bad in [
+            "zo\u{200b}e@example.test",
+            "\u{feff}a@example.test",
+            "a@exa\u{ad}mple.test",
+        ] {
+            assert!(Email::parse(bad.into()).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Email::parse("\u{feff} a@example.test".into()).ok(),
+            None,
+            "only white space is trimmed"
+        );
     }
 
     #[test]

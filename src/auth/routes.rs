@@ -84,7 +84,7 @@ async fn signup(
     state.rate_limits.check_client(client).await?;
     state
         .rate_limits
-        .check_sign_up(client, signup.email.as_str())
+        .check_sign_up(client, signup.email.key())
         .await?;
     // Checked before hashing so that a duplicate costs no bcrypt time; the unique indexes
     // still decide when two sign-ups race.

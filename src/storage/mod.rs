@@ -85,13 +85,16 @@ pub struct Taken {
 /// What the service needs from a database, and nothing more.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies pending schema migrations.
+    /// Applies pending schema migrations, then computes the folded keys (`text::fold`,
+    /// `email_key`) of rows written without them; idempotent, and safe beside another
+    /// instance doing the same.
     async fn migrate(&self) -> anyhow::Result<()>;
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Which of `username` (ignoring case) and `email` already belong to an account.
+    /// Which of `username` (ignoring case) and `email` (by its canonical key) already belong to
+    /// an account.
     async fn taken(&self, username: &Username, email: &Email) -> Result<Taken, StoreError>;
     /// Stores a new account; [`StoreError::Conflict`] when the username or email is taken.
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
@@ -220,7 +223,7 @@ async fn connect_once(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The `ORDER BY` clause for a listing, from a fixed set: sort columns never come from input.
-/// `title_key` is the backend's case-insensitive title expression.
+/// `title_key` is the backend's expression for the folded title in byte order.
 fn order_by(sort_by: SortBy, order: SortOrder, title_key: &'static str) -> String {
     let column = match sort_by {
         SortBy::CreatedAt => "created_at",
@@ -260,9 +263,11 @@ where
     }
     if let Some(q) = &query.q {
         let pattern = q.like_pattern();
-        builder.push(" AND (lower(title) LIKE ");
+        // Both sides folded by `text::fold`; neither database folds anything. Folded text has
+        // no ASCII capitals, so SQLite's ASCII-case-insensitive LIKE changes nothing.
+        builder.push(" AND (title_key LIKE ");
         builder.push_bind(pattern.clone());
-        builder.push(" ESCAPE '\\' OR lower(description) LIKE ");
+        builder.push(" ESCAPE '\\' OR description_key LIKE ");
         builder.push_bind(pattern);
         builder.push(" ESCAPE '\\')");
     }
@@ -278,4 +283,19 @@ where
     builder.push_bind(i64::from(query.page_size));
     builder.push(" OFFSET ");
     builder.push_bind(query.offset());
+}
+
+/// Rows the start-up back-fill reads and writes at a time.
+const BACKFILL_BATCH: i64 = 500;
+
+/// Logs an account whose address, once canonical, is already another account's: it keeps its
+/// address but no key, so it logs in by username only (ids only: addresses are personal).
+fn warn_email_collision(user_id: &dyn std::fmt::Display, holder: Option<&dyn std::fmt::Display>) {
+    tracing::warn!(
+        user_id = %user_id,
+        holder = holder.map(ToString::to_string),
+        "after Unicode normalisation this account's email address is an older account's; \
+         it keeps its address but can log in by username only until an operator changes one \
+         of the two addresses"
+    );
 }

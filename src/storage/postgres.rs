@@ -16,20 +16,22 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Store, StoreError, Taken,
+    BACKFILL_BATCH, Store, StoreError, Taken,
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
-    order_by, push_filters, push_page, task_columns,
+    order_by, push_filters, push_page, task_columns, warn_email_collision,
 };
 
-/// Titles sort by their lower-case form in byte order, as on SQLite, whatever the locale.
-const TITLE_KEY: &str = "lower(title) COLLATE \"C\"";
+/// Titles sort by their folded key in byte order, as on SQLite, whatever the locale (the
+/// column's collation is "C" already; saying it here keeps the index's order explicit).
+const TITLE_KEY: &str = "title_key COLLATE \"C\"";
 use crate::{
     auth::{
-        domain::{Email, LoginId, User, UserCredentials, Username},
+        domain::{Email, LoginId, User, UserCredentials, Username, email_key},
         revocation::{DELETED, Revocation},
     },
     config::{Database, Settings, is_pgbouncer_url},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
+    text::fold,
 };
 
 #[derive(Clone)]
@@ -106,6 +108,105 @@ impl PostgresStore {
         } else {
             Ok(Session::Pinned(self.pool.begin().await?))
         }
+    }
+
+    /// Computes the folded keys that rows written without them lack (rows older than the
+    /// keys, or written by an older version of the service), in batches, in id order. Safe
+    /// to run again, and beside another instance: a row is only written at the version it
+    /// was read at, with the keys of the text it was read with.
+    async fn backfill_keys(&self) -> anyhow::Result<()> {
+        let mut after = Uuid::nil();
+        loop {
+            let mut session = self.session().await?;
+            let rows: Vec<(Uuid, i64, String, Option<String>)> = sqlx::query_as(
+                "SELECT id, version, title, description FROM tasks
+                 WHERE (title_key IS NULL OR (description IS NOT NULL AND description_key IS NULL))
+                   AND id > $1
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(BACKFILL_BATCH)
+            .persistent(self.persistent)
+            .fetch_all(session.conn())
+            .await?;
+            let Some((last, ..)) = rows.last() else {
+                session.finish().await?;
+                break;
+            };
+            after = *last;
+            let (ids, versions): (Vec<Uuid>, Vec<i64>) = rows.iter().map(|r| (r.0, r.1)).unzip();
+            let title_keys: Vec<String> = rows.iter().map(|r| fold(&r.2)).collect();
+            let description_keys: Vec<Option<String>> =
+                rows.iter().map(|r| r.3.as_deref().map(fold)).collect();
+            // One statement per batch: one round trip, not one per row.
+            sqlx::query(
+                "UPDATE tasks SET title_key = keys.title_key, description_key = keys.description_key
+                 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[])
+                      AS keys (id, version, title_key, description_key)
+                 WHERE tasks.id = keys.id AND tasks.version = keys.version",
+            )
+            .bind(ids)
+            .bind(versions)
+            .bind(title_keys)
+            .bind(description_keys)
+            .persistent(self.persistent)
+            .execute(session.conn())
+            .await?;
+            session.finish().await?;
+            tracing::info!(tasks = rows.len(), "back-filled folded title keys");
+        }
+        // Oldest first, so that of two addresses that become one, the older account keeps it.
+        let mut after: Option<(DateTime<Utc>, Uuid)> = None;
+        loop {
+            let mut session = self.session().await?;
+            let rows: Vec<(Uuid, DateTime<Utc>, String)> = sqlx::query_as(
+                "SELECT id, created_at, email FROM users
+                 WHERE email_key IS NULL AND ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
+                 ORDER BY created_at, id LIMIT $3",
+            )
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1))
+            .bind(BACKFILL_BATCH)
+            .persistent(self.persistent)
+            .fetch_all(session.conn())
+            .await?;
+            session.finish().await?;
+            let Some((id, created_at, _)) = rows.last() else {
+                break;
+            };
+            after = Some((*created_at, *id));
+            for (id, _, email) in &rows {
+                let key = email_key(email);
+                // One statement per session: a unique violation would abort a transaction.
+                let mut session = self.session().await?;
+                let written = sqlx::query(
+                    "UPDATE users SET email_key = $1 WHERE id = $2 AND email_key IS NULL AND email = $3",
+                )
+                .bind(&key)
+                .bind(id)
+                .bind(email)
+                .persistent(self.persistent)
+                .execute(session.conn())
+                .await;
+                match written {
+                    Ok(_) => session.finish().await?,
+                    Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                        drop(session);
+                        let mut session = self.session().await?;
+                        let holder: Option<Uuid> =
+                            sqlx::query_scalar("SELECT id FROM users WHERE email_key = $1")
+                                .bind(&key)
+                                .persistent(self.persistent)
+                                .fetch_optional(session.conn())
+                                .await?;
+                        session.finish().await?;
+                        warn_email_collision(id, holder.as_ref().map(|h| h as _));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -205,7 +306,7 @@ impl Store for PostgresStore {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)
             .await?;
-        Ok(())
+        self.backfill_keys().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -222,10 +323,10 @@ impl Store for PostgresStore {
         let mut session = self.session().await?;
         let (username, email): (bool, bool) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1)),
-                    EXISTS (SELECT 1 FROM users WHERE email = $2)",
+                    EXISTS (SELECT 1 FROM users WHERE email_key = $2)",
         )
         .bind(username.as_str())
-        .bind(email.as_str())
+        .bind(email.key())
         .persistent(self.persistent)
         .fetch_one(session.conn())
         .await?;
@@ -236,14 +337,15 @@ impl Store for PostgresStore {
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
         let mut session = self.session().await?;
         sqlx::query(
-            "INSERT INTO users (id, username, email, password_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (id, username, email, password_hash, created_at, email_key)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(user.id)
         .bind(&user.username)
         .bind(&user.email)
         .bind(password_hash)
         .bind(user.created_at)
+        .bind(email_key(&user.email))
         .persistent(self.persistent)
         .execute(session.conn())
         .await?;
@@ -263,7 +365,8 @@ impl Store for PostgresStore {
                 name,
             ),
             LoginId::Email(email) => (
-                "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE email = $1",
+                "SELECT id, username, email, password_hash, created_at, token_generation FROM users
+                 WHERE email_key = $1",
                 email,
             ),
         };
@@ -314,11 +417,11 @@ impl Store for PostgresStore {
         let mut session = self.session().await?;
         let (username, email): (bool, bool) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($2) AND id <> $1),
-                    EXISTS (SELECT 1 FROM users WHERE email = $3 AND id <> $1)",
+                    EXISTS (SELECT 1 FROM users WHERE email_key = $3 AND id <> $1)",
         )
         .bind(id)
         .bind(username.map(Username::as_str))
-        .bind(email.map(Email::as_str))
+        .bind(email.map(Email::key))
         .persistent(self.persistent)
         .fetch_one(session.conn())
         .await?;
@@ -334,13 +437,15 @@ impl Store for PostgresStore {
     ) -> Result<Option<User>, StoreError> {
         let mut session = self.session().await?;
         let row: Option<UserRow> = sqlx::query_as(
-            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email)
+            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
+                              email_key = COALESCE($4, email_key)
              WHERE id = $1
              RETURNING id, username, email, password_hash, created_at, token_generation",
         )
         .bind(id)
         .bind(username.map(Username::as_str))
         .bind(email.map(Email::as_str))
+        .bind(email.map(Email::key))
         .persistent(self.persistent)
         .fetch_optional(session.conn())
         .await?;
@@ -436,8 +541,9 @@ impl Store for PostgresStore {
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
         let mut session = self.session().await?;
         sqlx::query(
-            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
+                                title_key, description_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(task.id)
         .bind(&task.user_id)
@@ -446,6 +552,8 @@ impl Store for PostgresStore {
         .bind(task.completed)
         .bind(task.created_at)
         .bind(task.updated_at)
+        .bind(fold(&task.title))
+        .bind(task.description.as_deref().map(fold))
         .persistent(self.persistent)
         .execute(session.conn())
         .await?;
@@ -510,7 +618,9 @@ impl Store for PostgresStore {
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "UPDATE tasks SET
                  title = COALESCE($3, title),
+                 title_key = COALESCE($10, title_key),
                  description = CASE WHEN $4 THEN $5 ELSE description END,
+                 description_key = CASE WHEN $4 THEN $11 ELSE description_key END,
                  completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
                  updated_at = GREATEST($8, updated_at + interval '1 millisecond'),
                  version = version + 1
@@ -535,6 +645,13 @@ impl Store for PostgresStore {
         })
         .bind(now)
         .bind(version)
+        .bind(change.title.as_ref().map(|t| fold(t.as_str())))
+        .bind(
+            change
+                .description
+                .as_ref()
+                .and_then(|d| d.as_ref().map(|d| fold(d.as_str()))),
+        )
         .persistent(self.persistent)
         .fetch_optional(session.conn())
         .await?;

@@ -14,17 +14,18 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Store, StoreError, Taken,
+    BACKFILL_BATCH, Store, StoreError, Taken,
     limits::{AttemptLimits, MemoryLimits},
-    order_by, push_filters, push_page, task_columns,
+    order_by, push_filters, push_page, task_columns, warn_email_collision,
 };
 use crate::{
     auth::{
-        domain::{Email, LoginId, User, UserCredentials, Username},
+        domain::{Email, LoginId, User, UserCredentials, Username, email_key},
         revocation::{DELETED, Revocation},
     },
     config::{Database, Settings, SqliteLocation},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
+    text::fold,
 };
 
 pub struct SqliteStore {
@@ -79,6 +80,85 @@ impl SqliteStore {
         }
         let pool = pool.connect_with(options).await?;
         Ok(Self { pool })
+    }
+
+    /// Computes the folded keys that rows written without them lack (rows older than the
+    /// keys, or written by an older version of the service), in batches, in id order. Safe
+    /// to run again, and beside another instance: a row is only written at the version it
+    /// was read at, with the keys of the text it was read with.
+    async fn backfill_keys(&self) -> anyhow::Result<()> {
+        let mut after = String::new();
+        loop {
+            let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(
+                "SELECT id, version, title, description FROM tasks
+                 WHERE (title_key IS NULL OR (description IS NOT NULL AND description_key IS NULL))
+                   AND id > $1
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(&after)
+            .bind(BACKFILL_BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some((last, ..)) = rows.last() else { break };
+            after = last.clone();
+            let mut batch = self.pool.begin().await?;
+            for (id, version, title, description) in &rows {
+                sqlx::query(
+                    "UPDATE tasks SET title_key = $1, description_key = $2
+                     WHERE id = $3 AND version = $4",
+                )
+                .bind(fold(title))
+                .bind(description.as_deref().map(fold))
+                .bind(id)
+                .bind(version)
+                .execute(&mut *batch)
+                .await?;
+            }
+            batch.commit().await?;
+            tracing::info!(tasks = rows.len(), "back-filled folded title keys");
+        }
+        // Oldest first, so that of two addresses that become one, the older account keeps it.
+        let mut after = (i64::MIN, String::new());
+        loop {
+            let rows: Vec<(String, i64, String)> = sqlx::query_as(
+                "SELECT id, created_at, email FROM users
+                 WHERE email_key IS NULL AND (created_at, id) > ($1, $2)
+                 ORDER BY created_at, id LIMIT $3",
+            )
+            .bind(after.0)
+            .bind(&after.1)
+            .bind(BACKFILL_BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some((id, created_at, _)) = rows.last() else {
+                break;
+            };
+            after = (*created_at, id.clone());
+            for (id, _, email) in &rows {
+                let key = email_key(email);
+                let written = sqlx::query(
+                    "UPDATE users SET email_key = $1 WHERE id = $2 AND email_key IS NULL AND email = $3",
+                )
+                .bind(&key)
+                .bind(id)
+                .bind(email)
+                .execute(&self.pool)
+                .await;
+                match written {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                        let holder: Option<String> =
+                            sqlx::query_scalar("SELECT id FROM users WHERE email_key = $1")
+                                .bind(&key)
+                                .fetch_optional(&self.pool)
+                                .await?;
+                        warn_email_collision(id, holder.as_ref().map(|h| h as _));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -186,7 +266,7 @@ fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
-        Ok(())
+        self.backfill_keys().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -197,10 +277,10 @@ impl Store for SqliteStore {
     async fn taken(&self, username: &Username, email: &Email) -> Result<Taken, StoreError> {
         let (username, email): (bool, bool) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1)),
-                    EXISTS (SELECT 1 FROM users WHERE email = $2)",
+                    EXISTS (SELECT 1 FROM users WHERE email_key = $2)",
         )
         .bind(username.as_str())
-        .bind(email.as_str())
+        .bind(email.key())
         .fetch_one(&self.pool)
         .await?;
         Ok(Taken { username, email })
@@ -208,14 +288,15 @@ impl Store for SqliteStore {
 
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO users (id, username, email, password_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (id, username, email, password_hash, created_at, email_key)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(user.id.to_string())
         .bind(&user.username)
         .bind(&user.email)
         .bind(password_hash)
         .bind(user.created_at.timestamp_millis())
+        .bind(email_key(&user.email))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -232,7 +313,8 @@ impl Store for SqliteStore {
                 name,
             ),
             LoginId::Email(email) => (
-                "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE email = $1",
+                "SELECT id, username, email, password_hash, created_at, token_generation FROM users
+                 WHERE email_key = $1",
                 email,
             ),
         };
@@ -277,11 +359,11 @@ impl Store for SqliteStore {
     ) -> Result<Taken, StoreError> {
         let (username, email): (bool, bool) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($2) AND id <> $1),
-                    EXISTS (SELECT 1 FROM users WHERE email = $3 AND id <> $1)",
+                    EXISTS (SELECT 1 FROM users WHERE email_key = $3 AND id <> $1)",
         )
         .bind(id.to_string())
         .bind(username.map(Username::as_str))
-        .bind(email.map(Email::as_str))
+        .bind(email.map(Email::key))
         .fetch_one(&self.pool)
         .await?;
         Ok(Taken { username, email })
@@ -294,13 +376,15 @@ impl Store for SqliteStore {
         email: Option<&Email>,
     ) -> Result<Option<User>, StoreError> {
         let row: Option<UserRow> = sqlx::query_as(
-            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email)
+            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
+                              email_key = COALESCE($4, email_key)
              WHERE id = $1
              RETURNING id, username, email, password_hash, created_at, token_generation",
         )
         .bind(id.to_string())
         .bind(username.map(Username::as_str))
         .bind(email.map(Email::as_str))
+        .bind(email.map(Email::key))
         .fetch_optional(&self.pool)
         .await?;
         Ok(row
@@ -386,8 +470,9 @@ impl Store for SqliteStore {
 
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
+                                title_key, description_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(task.id.to_string())
         .bind(&task.user_id)
@@ -396,6 +481,8 @@ impl Store for SqliteStore {
         .bind(task.completed)
         .bind(task.created_at.timestamp_millis())
         .bind(task.updated_at.timestamp_millis())
+        .bind(fold(&task.title))
+        .bind(task.description.as_deref().map(fold))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -409,7 +496,7 @@ impl Store for SqliteStore {
         // One statement and one row: sqlx hands each SQLite row from the connection's thread
         // to the caller separately, which costs more than the query, so the page comes back
         // as a JSON array, together with the count.
-        let order = order_by(query.sort_by, query.sort_order, "lower(title)");
+        let order = order_by(query.sort_by, query.sort_order, "title_key");
         let mut listing = sqlx::QueryBuilder::new("SELECT (SELECT count(*)");
         push_filters(&mut listing, owner, query);
         listing.push(
@@ -419,7 +506,7 @@ impl Store for SqliteStore {
                 'created_at', created_at, 'updated_at', updated_at, 'version', version)",
         );
         listing.push(&order);
-        listing.push(concat!(") FROM (SELECT ", task_columns!()));
+        listing.push(concat!(") FROM (SELECT ", task_columns!(), ", title_key"));
         push_filters(&mut listing, owner, query);
         listing.push(&order);
         push_page(&mut listing, query);
@@ -458,7 +545,9 @@ impl Store for SqliteStore {
         let row = sqlx::query_as(concat!(
             "UPDATE tasks SET
                  title = COALESCE($3, title),
+                 title_key = COALESCE($10, title_key),
                  description = CASE WHEN $4 THEN $5 ELSE description END,
+                 description_key = CASE WHEN $4 THEN $11 ELSE description_key END,
                  completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
                  updated_at = max($8, updated_at + 1),
                  version = version + 1
@@ -483,6 +572,13 @@ impl Store for SqliteStore {
         })
         .bind(now.timestamp_millis())
         .bind(version)
+        .bind(change.title.as_ref().map(|t| fold(t.as_str())))
+        .bind(
+            change
+                .description
+                .as_ref()
+                .and_then(|d| d.as_ref().map(|d| fold(d.as_str()))),
+        )
         .fetch_optional(&self.pool)
         .await?;
         one_task(row)

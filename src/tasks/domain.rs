@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::{
     error::{ApiError, FieldError},
     extract::JsonObject,
+    text,
 };
 
 pub const TITLE_MAX_CHARS: usize = 255;
@@ -71,14 +72,16 @@ fn refuse_nul(text: &str) -> Result<(), String> {
     }
 }
 
-/// A title: trimmed, 1–255 characters.
+/// A title: 1–255 characters, without the leading and trailing characters that show nothing
+/// (white space, zero-width and other invisible characters, see [`text::is_invisible`]); a
+/// title of only such characters is empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskTitle(String);
 
 impl TaskTitle {
     pub fn parse(raw: String) -> Result<Self, String> {
-        let title = raw.trim();
-        refuse_nul(title)?;
+        refuse_nul(&raw)?;
+        let title = text::trim_invisible(&raw);
         match title.chars().count() {
             0 => Err("must not be empty".into()),
             n if n > TITLE_MAX_CHARS => {
@@ -308,20 +311,22 @@ pub enum SortOrder {
     Desc,
 }
 
-/// A case-insensitive search text, trimmed, 1–255 characters.
+/// A search text, trimmed like a title (1–255 characters), held folded with
+/// [`text::fold`]: it is compared with the stored folded keys of titles and descriptions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SearchText(String);
 
 impl SearchText {
+    /// The folded text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// A `LIKE` pattern matching the text anywhere, with `\` as the escape character.
+    /// A `LIKE` pattern matching the folded text anywhere, with `\` as the escape character.
     pub fn like_pattern(&self) -> String {
         let mut pattern = String::with_capacity(self.0.len() + 2);
         pattern.push('%');
-        for c in self.0.to_lowercase().chars() {
+        for c in self.0.chars() {
             if matches!(c, '%' | '_' | '\\') {
                 pattern.push('\\');
             }
@@ -436,12 +441,14 @@ impl ListQuery {
             check("completed", completed.map(|c| query.completed = Some(c)));
         }
         if let Some(value) = params.remove("q") {
-            let text = value.trim();
-            let result = if text.chars().count() > SEARCH_MAX_CHARS {
+            let trimmed = text::trim_invisible(&value);
+            let result = if trimmed.chars().count() > SEARCH_MAX_CHARS {
                 Err(format!("must be at most {SEARCH_MAX_CHARS} characters"))
             } else {
-                refuse_nul(text).map(|()| {
-                    query.q = (!text.is_empty()).then(|| SearchText(text.to_owned()));
+                refuse_nul(&value).map(|()| {
+                    // A term of invisible characters only folds to nothing: no filter.
+                    let folded = text::fold(trimmed);
+                    query.q = (!folded.is_empty()).then_some(SearchText(folded));
                 })
             };
             check("q", result);
@@ -554,6 +561,37 @@ mod tests {
                 "colour"
             ]
         );
+    }
+
+    #[test]
+    fn titles_of_invisible_characters_only_are_empty() {
+        for raw in [
+            "\u{200b}",
+            "\u{feff}\u{2060}",
+            "\u{3000}\u{a0}",
+            "\u{fe0f}",
+            "\u{ad}",
+        ] {
+            assert_eq!(
+                TaskTitle::parse(raw.into()),
+                Err("must not be empty".into()),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            TaskTitle::parse("\u{200b}milk\u{feff}".into())
+                .unwrap()
+                .as_str(),
+            "milk"
+        );
+    }
+
+    #[test]
+    fn search_text_is_folded_and_an_invisible_one_is_no_filter() {
+        let query = ListQuery::parse(params(&[("q", " CAFÉ\u{200b} ")]), 100).unwrap();
+        assert_eq!(query.q.unwrap().as_str(), "café");
+        let query = ListQuery::parse(params(&[("q", "\u{200b}")]), 100).unwrap();
+        assert_eq!(query.q, None);
     }
 
     #[test]
