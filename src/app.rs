@@ -3,8 +3,7 @@
 //! port 0.
 
 use std::{
-    future::{Future, IntoFuture},
-    net::SocketAddr,
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,10 +34,12 @@ use crate::{
         token::TokenVerifier,
     },
     config::Settings,
-    error::{ApiError, problem_for_bare_errors},
+    error::{ApiError, RefusalReason, problem_for_bare_errors},
     extract::BodyLimit,
+    observe::{self, Metrics, Observer, RefusalLog},
     openapi::{self, ApiDoc},
     ops,
+    server::{self, ConnectionLimits},
     storage::{self, Store},
     tasks::{
         self, TaskService,
@@ -55,13 +56,15 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     pub rate_limits: Arc<AuthRateLimits>,
     pub max_page_size: u32,
+    /// Counters for `/metrics` and the summarised refusal log.
+    pub observer: Arc<Observer>,
 }
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
     store: Arc<dyn Store>,
-    shutdown_grace: Duration,
+    limits: ConnectionLimits,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -106,18 +109,25 @@ impl Application {
             }
             None => None,
         };
+        let passwords = PasswordHasher::start(
+            settings.bcrypt_cost,
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+        )
+        .await?;
+        let observer = Arc::new(Observer::new(
+            metrics(&passwords, jwks.clone()),
+            settings.metrics_token.clone(),
+        ));
+        RefusalLog::summarise_periodically(&observer.refusals);
         let state = AppState {
             tasks: TaskService::new(store.clone(), events),
             store: store.clone(),
             tokens: Arc::new(TokenVerifier::new(&secret, &settings, jwks.clone())),
-            passwords: PasswordHasher::start(
-                settings.bcrypt_cost,
-                settings.password_hash_concurrency,
-                settings.password_hash_queue,
-            )
-            .await?,
+            passwords,
             rate_limits: Arc::new(AuthRateLimits::new(&settings)),
             max_page_size: settings.max_page_size,
+            observer,
         };
         let router = router(state, &settings);
         let listener = TcpListener::bind((settings.host, settings.port)).await?;
@@ -126,7 +136,11 @@ impl Application {
             listener,
             router,
             store,
-            shutdown_grace: settings.shutdown_grace,
+            limits: ConnectionLimits {
+                header_read_timeout: settings.header_read_timeout,
+                max_connections: settings.max_connections,
+                shutdown_grace: settings.shutdown_grace,
+            },
         })
     }
 
@@ -145,29 +159,7 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let stop = async move {
-            stop.await;
-            stopping.send(()).ok();
-        };
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(stop);
-        let grace = self.shutdown_grace;
-        let grace_over = async move {
-            match stopped.await {
-                Ok(()) => tokio::time::sleep(grace).await,
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            result = server.into_future() => result?,
-            () = grace_over => tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "shutdown grace period over; dropping requests still in flight"
-            ),
-        }
+        server::serve(self.listener, self.router, self.limits, stop).await;
         if tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .is_err()
@@ -179,6 +171,23 @@ impl Application {
     }
 }
 
+/// The metrics registry, with the values other parts own sampled at each scrape.
+fn metrics(passwords: &PasswordHasher, jwks: Option<Arc<JwksVerifier>>) -> Metrics {
+    let mut metrics = Metrics::new();
+    let hasher = passwords.clone();
+    metrics.sample_gauge(
+        "password_hash_queue_depth",
+        "Password hashes waiting for a hashing thread",
+        move || i64::try_from(hasher.queue_depth()).unwrap_or(i64::MAX),
+    );
+    metrics.sample_counter(
+        "jwks_fetch_failures",
+        "Fetches of the Better Auth key set that failed",
+        move || jwks.as_ref().map_or(0, |jwks| jwks.fetch_failures()),
+    );
+    metrics
+}
+
 /// The whole HTTP surface: routes, documentation and middleware.
 pub fn router(state: AppState, settings: &Settings) -> Router {
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -186,9 +195,12 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(tasks::router())
         .merge(ops::router())
         .split_for_parts();
-    openapi::complete(&mut api);
+    openapi::complete(&mut api, settings.max_page_size);
     let routes = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        // Outside the OpenAPI document: an operator's route, a 404 unless METRICS_TOKEN is
+        // set and presented (any method, so that a 405 does not give it away).
+        .route("/metrics", axum::routing::any(observe::scrape))
         .fallback(|| async { ApiError::NotFound("no such route") })
         // A request still running after this is answered with a 503 (and its work dropped).
         .layer(TimeoutLayer::with_status_code(
@@ -210,13 +222,20 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             settings.max_header_bytes,
             limit_header_bytes,
         ))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.observer.clone(),
+            log_request,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(
+            REQUEST_ID.clone(),
+            observe::drop_unfit_request_id,
+        ))
         .with_state(state)
 }
 
@@ -249,8 +268,14 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 /// One log line per request: method, matched route, status, latency and request id. Never
-/// the query string, headers or body, where tokens and passwords travel.
-async fn log_request(request: Request<Body>, next: Next) -> Response {
+/// the query string, headers or body, where tokens and passwords travel. Refusals (429,
+/// 503) are summarised by [`RefusalLog`] instead of logged one by one; a request whose
+/// client went away before the response is logged as cancelled, with status 499.
+async fn log_request(
+    axum::extract::State(observer): axum::extract::State<Arc<Observer>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
     let route = request
@@ -264,22 +289,63 @@ async fn log_request(request: Request<Body>, next: Next) -> Response {
         .unwrap_or_default()
         .to_owned();
     let span = tracing::info_span!("request", %method, %route, %request_id);
+    let mut unanswered = Unanswered {
+        span: span.clone(),
+        start,
+        observer: Some(observer.clone()),
+    };
     let response = next.run(request).instrument(span.clone()).await;
+    unanswered.observer = None;
     let status = response.status().as_u16();
+    observer.metrics.count_response(status);
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        // A 503 is the service refusing work it cannot do now (database or key server
-        // away, hashing queue full): worth a warning, not an error.
-        if status >= 500 && status != 503 {
-            tracing::error!(status, latency_ms, "request");
-        } else if status == 503 {
-            tracing::warn!(status, latency_ms, "request");
-        } else {
-            tracing::info!(status, latency_ms, "request");
+    let refusal = response.extensions().get::<RefusalReason>().copied();
+    span.in_scope(|| match refusal {
+        Some(RefusalReason(reason)) if status == 429 || status == 503 => {
+            if observer.refusals.record(status, reason) {
+                // The service refusing work it cannot do now: worth a warning, not an
+                // error; the rest of a flood goes into the summary.
+                if status == 503 {
+                    tracing::warn!(status, latency_ms, reason, "request refused");
+                } else {
+                    tracing::info!(status, latency_ms, reason, "request refused");
+                }
+            }
         }
+        _ if status >= 500 => tracing::error!(status, latency_ms, "request"),
+        _ => tracing::info!(status, latency_ms, "request"),
     });
     response
 }
+
+/// Logs a request whose future was dropped before it produced a response (the client
+/// closed the connection, or shutdown's grace period ran out).
+struct Unanswered {
+    span: tracing::Span,
+    start: Instant,
+    /// `None` once the request has been answered.
+    observer: Option<Arc<Observer>>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(observer) = self.observer.take() {
+            observer.metrics.count_response(CANCELLED);
+            let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+            self.span.in_scope(|| {
+                tracing::info!(
+                    status = CANCELLED,
+                    latency_ms,
+                    cancelled = true,
+                    "request cancelled before its response"
+                );
+            });
+        }
+    }
+}
+
+/// The status logged for a request its client abandoned (nginx's "client closed request").
+const CANCELLED: u16 = 499;
 
 /// 431 when the request's header names and values add up to more than the limit.
 async fn limit_header_bytes(
