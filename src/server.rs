@@ -96,6 +96,7 @@ pub async fn serve(
                 }
             },
         };
+        tracing::trace!(%remote, "connection accepted");
         let service = match make_service.call(remote).await {
             Ok(service) => service,
             Err(never) => match never {},
