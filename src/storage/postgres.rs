@@ -318,7 +318,10 @@ impl Store for PostgresStore {
             .await?;
         session.finish().await?;
         let total = rows.first().map_or(0, |row| row.total.max(0) as u64);
-        Ok((rows.into_iter().filter_map(ListingRow::task).collect(), total))
+        Ok((
+            rows.into_iter().filter_map(ListingRow::task).collect(),
+            total,
+        ))
     }
 
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {

@@ -45,7 +45,10 @@ pub fn sign(kid: &str, rsa: bool, claims: &Value) -> String {
     let (algorithm, key) = if rsa {
         (Algorithm::RS256, EncodingKey::from_rsa_pem(RSA.as_bytes()))
     } else {
-        (Algorithm::EdDSA, EncodingKey::from_ed_pem(ED25519.as_bytes()))
+        (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(ED25519.as_bytes()),
+        )
     };
     let mut header = Header::new(algorithm);
     header.typ = None;
