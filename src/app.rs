@@ -3,7 +3,7 @@
 //! port 0.
 
 use std::{
-    future::{Future, IntoFuture},
+    future::Future,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -36,10 +36,12 @@ use crate::{
     },
     client_addr::{self, ClientAddr},
     config::Settings,
-    error::{ApiError, problem_for_bare_errors},
+    error::{ApiError, RefusalReason, problem_for_bare_errors},
     extract::BodyLimit,
+    observe::{self, Metrics, Observer, RefusalLog},
     openapi::{self, ApiDoc},
     ops,
+    server::{self, ConnectionLimits},
     storage::{self, Store},
     tasks::{
         self, TaskService,
@@ -57,6 +59,8 @@ pub struct AppState {
     pub rate_limits: Arc<AuthRateLimits>,
     pub revocations: Arc<Revocations>,
     pub max_page_size: u32,
+    /// Counters for `/metrics` and the summarised refusal log.
+    pub observer: Arc<Observer>,
 }
 
 pub struct Application {
@@ -65,7 +69,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     /// Reads revocations made through other instances; stopped before the pool closes.
     revocation_sync: tokio::task::JoinHandle<()>,
-    shutdown_grace: Duration,
+    limits: ConnectionLimits,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -112,6 +116,17 @@ impl Application {
         };
         let revocations = Revocations::load(store.as_ref()).await?;
         let revocation_sync = revocations.spawn_sync(store.clone());
+        let passwords = PasswordHasher::start(
+            settings.bcrypt_cost,
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+        )
+        .await?;
+        let observer = Arc::new(Observer::new(
+            metrics(&passwords, jwks.clone()),
+            settings.metrics_token.clone(),
+        ));
+        RefusalLog::summarise_periodically(&observer.refusals);
         let state = AppState {
             tasks: TaskService::new(store.clone(), events),
             store: store.clone(),
@@ -121,15 +136,11 @@ impl Application {
                 jwks.clone(),
                 revocations.clone(),
             )),
-            passwords: PasswordHasher::start(
-                settings.bcrypt_cost,
-                settings.password_hash_concurrency,
-                settings.password_hash_queue,
-            )
-            .await?,
+            passwords,
             rate_limits: Arc::new(AuthRateLimits::new(&settings, store.attempt_limits())),
             revocations,
             max_page_size: settings.max_page_size,
+            observer,
         };
         let router = router(state, &settings);
         let address = SocketAddr::new(settings.host, settings.port);
@@ -145,7 +156,11 @@ impl Application {
             router,
             store,
             revocation_sync,
-            shutdown_grace: settings.shutdown_grace,
+            limits: ConnectionLimits {
+                header_read_timeout: settings.header_read_timeout,
+                max_connections: settings.max_connections,
+                shutdown_grace: settings.shutdown_grace,
+            },
         })
     }
 
@@ -164,29 +179,7 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let stop = async move {
-            stop.await;
-            stopping.send(()).ok();
-        };
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(stop);
-        let grace = self.shutdown_grace;
-        let grace_over = async move {
-            match stopped.await {
-                Ok(()) => tokio::time::sleep(grace).await,
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            result = server.into_future() => result?,
-            () = grace_over => tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "shutdown grace period over; dropping requests still in flight"
-            ),
-        }
+        server::serve(self.listener, self.router, self.limits, stop).await;
         self.revocation_sync.abort();
         if tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
@@ -199,6 +192,23 @@ impl Application {
     }
 }
 
+/// The metrics registry, with the values other parts own sampled at each scrape.
+fn metrics(passwords: &PasswordHasher, jwks: Option<Arc<JwksVerifier>>) -> Metrics {
+    let mut metrics = Metrics::new();
+    let hasher = passwords.clone();
+    metrics.sample_gauge(
+        "password_hash_queue_depth",
+        "Password hashes waiting for a hashing thread",
+        move || i64::try_from(hasher.queue_depth()).unwrap_or(i64::MAX),
+    );
+    metrics.sample_counter(
+        "jwks_fetch_failures",
+        "Fetches of the Better Auth key set that failed",
+        move || jwks.as_ref().map_or(0, |jwks| jwks.fetch_failures()),
+    );
+    metrics
+}
+
 /// The whole HTTP surface: routes, documentation and middleware.
 pub fn router(state: AppState, settings: &Settings) -> Router {
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -206,7 +216,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(tasks::router())
         .merge(ops::router())
         .split_for_parts();
-    openapi::complete(&mut api);
+    openapi::complete(&mut api, settings.max_page_size);
     // The browser-facing header lists come from the document, so they cannot drift from it.
     let cors_headers = openapi::cors_headers(&api);
     let docs_title = format!("{} — Swagger UI", api.info.title);
@@ -216,6 +226,9 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         );
     let routes = routes
         .merge(docs)
+        // Outside the OpenAPI document: an operator's route, a 404 unless METRICS_TOKEN is
+        // set and presented (any method, so that a 405 does not give it away).
+        .route("/metrics", axum::routing::any(observe::scrape))
         .fallback(|| async { ApiError::NotFound("no such route") })
         // A request still running after this is answered with a 503 (and its work dropped).
         .layer(TimeoutLayer::with_status_code(
@@ -237,7 +250,10 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             settings.max_header_bytes,
             limit_header_bytes,
         ))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.observer.clone(),
+            log_request,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::new(settings.trusted_proxies.clone()),
             client_addr::resolve,
@@ -248,6 +264,10 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(
+            REQUEST_ID.clone(),
+            observe::drop_unfit_request_id,
+        ))
         .with_state(state)
 }
 
@@ -276,9 +296,15 @@ fn cors(origins: &[String], headers: openapi::CorsHeaders) -> CorsLayer {
 }
 
 /// One log line per request: method, matched route, status, latency, request id and client
-/// address (behind `TRUSTED_PROXIES`, the forwarded one). Never
-/// the query string, headers or body, where tokens and passwords travel.
-async fn log_request(request: Request<Body>, next: Next) -> Response {
+/// address (behind `TRUSTED_PROXIES`, the forwarded one). Never the query string, headers or
+/// body, where tokens and passwords travel. Refusals (429, 503) are summarised by
+/// [`RefusalLog`] instead of logged one by one; a request whose client went away before the
+/// response is logged as cancelled, with status 499.
+async fn log_request(
+    axum::extract::State(observer): axum::extract::State<Arc<Observer>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
     let route = request
@@ -296,23 +322,64 @@ async fn log_request(request: Request<Body>, next: Next) -> Response {
         .get::<ClientAddr>()
         .map_or_else(String::new, |ClientAddr(client)| client.to_string());
     let span = tracing::info_span!("request", %method, %route, %request_id, %client);
+    let mut unanswered = Unanswered {
+        span: span.clone(),
+        start,
+        observer: Some(observer.clone()),
+    };
     let response = next.run(request).instrument(span.clone()).await;
+    unanswered.observer = None;
     let status = response.status().as_u16();
+    observer.metrics.count_response(status);
     // Whole microseconds as milliseconds: `1.234`, not `1.2339870000000001`.
     let latency_ms = start.elapsed().as_micros() as f64 / 1000.0;
-    span.in_scope(|| {
-        // A 503 is the service refusing work it cannot do now (database or key server
-        // away, hashing queue full): worth a warning, not an error.
-        if status >= 500 && status != 503 {
-            tracing::error!(status, latency_ms, "request");
-        } else if status == 503 {
-            tracing::warn!(status, latency_ms, "request");
-        } else {
-            tracing::info!(status, latency_ms, "request");
+    let refusal = response.extensions().get::<RefusalReason>().copied();
+    span.in_scope(|| match refusal {
+        Some(RefusalReason(reason)) if status == 429 || status == 503 => {
+            if observer.refusals.record(status, reason) {
+                // The service refusing work it cannot do now: worth a warning, not an
+                // error; the rest of a flood goes into the summary.
+                if status == 503 {
+                    tracing::warn!(status, latency_ms, reason, "request refused");
+                } else {
+                    tracing::info!(status, latency_ms, reason, "request refused");
+                }
+            }
         }
+        _ if status >= 500 => tracing::error!(status, latency_ms, "request"),
+        _ => tracing::info!(status, latency_ms, "request"),
     });
     response
 }
+
+/// Logs a request whose future was dropped before it produced a response (the client
+/// closed the connection, or shutdown's grace period ran out).
+struct Unanswered {
+    span: tracing::Span,
+    start: Instant,
+    /// `None` once the request has been answered.
+    observer: Option<Arc<Observer>>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(observer) = self.observer.take() {
+            observer.metrics.count_response(CANCELLED);
+            let latency_ms = self.start.elapsed().as_micros() as f64 / 1000.0;
+            self.span.in_scope(|| {
+                tracing::info!(
+                    status = CANCELLED,
+                    latency_ms,
+                    cancelled = true,
+                    "request cancelled before its response"
+                );
+            });
+        }
+    }
+}
+
+/// The status logged for a request its client abandoned (nginx's "client closed request").
+const CANCELLED: u16 = 499;
 
 /// 431 when the request's header names and values add up to more than the limit.
 async fn limit_header_bytes(

@@ -111,10 +111,23 @@ pub struct Settings {
     pub password_hash_concurrency: usize,
     /// bcrypt computations allowed to wait; beyond that, sign-up and login get a 503.
     pub password_hash_queue: usize,
+    /// A connection must deliver a complete request head within this (and an idle
+    /// keep-alive connection is closed after it), so slow or silent clients cannot hold
+    /// connections open.
+    pub header_read_timeout: Duration,
+    /// Connections held open at once; at the cap the listener stops accepting until one
+    /// closes (further clients wait in the kernel's backlog).
+    pub max_connections: usize,
+    /// A cached JWKS older than this is refreshed in the background while still in use.
+    pub jwks_max_age: Duration,
+    /// The bearer token `GET /metrics` requires; `None`: the route is a 404.
+    pub metrics_token: Option<Secret>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://todo.db";
 pub const MIN_SECRET_BYTES: usize = 32;
+/// A guessable metrics token would make `/metrics` public.
+pub const MIN_METRICS_TOKEN_BYTES: usize = 16;
 
 /// A configuration problem: which variable, and why.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +184,10 @@ impl Settings {
             password_hash_concurrency: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1).max(1)),
             password_hash_queue: 64,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            jwks_max_age: Duration::from_secs(300),
+            metrics_token: None,
         }
     }
 
@@ -355,6 +372,31 @@ impl Settings {
         if let Some(value) = get("PASSWORD_HASH_QUEUE") {
             settings.password_hash_queue =
                 parse_in_range("PASSWORD_HASH_QUEUE", &value, 0, 100_000)? as usize;
+        }
+        if let Some(value) = get("HEADER_READ_TIMEOUT_SECONDS") {
+            settings.header_read_timeout = Duration::from_secs(parse_in_range(
+                "HEADER_READ_TIMEOUT_SECONDS",
+                &value,
+                1,
+                300,
+            )?);
+        }
+        if let Some(value) = get("MAX_CONNECTIONS") {
+            settings.max_connections =
+                parse_in_range("MAX_CONNECTIONS", &value, 1, 1_000_000)? as usize;
+        }
+        if let Some(value) = get("JWKS_MAX_AGE_SECONDS") {
+            settings.jwks_max_age =
+                Duration::from_secs(parse_in_range("JWKS_MAX_AGE_SECONDS", &value, 1, 86_400)?);
+        }
+        if let Some(value) = lookup("METRICS_TOKEN").filter(|v| !v.is_empty()) {
+            if value.len() < MIN_METRICS_TOKEN_BYTES {
+                return Err(ConfigError::new(
+                    "METRICS_TOKEN",
+                    format!("must be at least {MIN_METRICS_TOKEN_BYTES} bytes long"),
+                ));
+            }
+            settings.metrics_token = Some(Secret::new(value));
         }
         if let Some(value) = get("LOG_FORMAT") {
             settings.log_format = match value.trim().to_ascii_lowercase().as_str() {
@@ -625,6 +667,37 @@ mod tests {
     fn a_jwks_url_alone_needs_explicit_claims() {
         let error = parse(&[("JWKS_URL", "http://127.0.0.1:4000/keys")]).unwrap_err();
         assert_eq!(error.variable, "JWT_ISSUER");
+    }
+
+    #[test]
+    fn hardening_settings_parse_and_bad_values_name_their_variable() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.max_connections, 1024);
+        assert_eq!(defaults.jwks_max_age, Duration::from_secs(300));
+        assert!(defaults.metrics_token.is_none());
+        let token = "m".repeat(MIN_METRICS_TOKEN_BYTES);
+        let settings = parse(&[
+            ("HEADER_READ_TIMEOUT_SECONDS", "3"),
+            ("MAX_CONNECTIONS", "7"),
+            ("JWKS_MAX_AGE_SECONDS", "2"),
+            ("METRICS_TOKEN", &token),
+        ])
+        .unwrap();
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(settings.max_connections, 7);
+        assert_eq!(settings.jwks_max_age, Duration::from_secs(2));
+        assert_eq!(settings.metrics_token.unwrap().expose(), token);
+        for (name, value) in [
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("MAX_CONNECTIONS", "0"),
+            ("JWKS_MAX_AGE_SECONDS", "soon"),
+            ("METRICS_TOKEN", "short-token"),
+        ] {
+            let error = parse(&[(name, value)]).unwrap_err();
+            assert_eq!(error.variable, name, "{name}={value}");
+            assert!(!error.to_string().contains("short-token"));
+        }
     }
 
     #[test]

@@ -14,6 +14,11 @@ use crate::storage::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Why a request was refused (a 429 or 503), carried in the response's extensions so that
+/// the request log can count refusals by kind without a log line of its own here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RefusalReason(pub &'static str);
+
 /// One failing field of a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
@@ -118,6 +123,18 @@ impl ApiError {
         Self::Internal(error.into())
     }
 
+    /// Why the service refused the request, for the 429s and 503s; `None` for other errors.
+    pub fn refusal_reason(&self) -> Option<RefusalReason> {
+        let reason = match self {
+            Self::TooManyRequests { .. } => "rate limit",
+            Self::Overloaded => "password hashing at capacity",
+            Self::Unavailable => "database unavailable",
+            Self::KeysUnavailable => "token keys unavailable",
+            _ => return None,
+        };
+        Some(RefusalReason(reason))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
@@ -152,10 +169,10 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            Self::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
-            Self::Unavailable => tracing::warn!("database unavailable"),
-            _ => {}
+        // Refusals (503, 429) are not logged here: the request log counts them by reason
+        // and summarises them, so a flood does not write a line per request.
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "request failed");
         }
         let errors = match &self {
             Self::Validation { errors, .. } => Some(errors.clone()),
@@ -178,6 +195,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(reason) = self.refusal_reason() {
+            response.extensions_mut().insert(reason);
         }
         response
     }
@@ -227,5 +247,16 @@ pub async fn problem_for_bare_errors(request: Request<Body>, next: Next) -> Resp
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    // The only bare 503 is the request timeout's: like every other 503 it says when to
+    // come back.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        parts
+            .headers
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from(1));
+        parts
+            .extensions
+            .get_or_insert_with(|| RefusalReason("request timeout"));
+    }
     Response::from_parts(parts, problem.into_body())
 }

@@ -13,10 +13,14 @@ pub mod config;
 pub mod error;
 /// Request extractors that turn malformed input into our problem documents.
 pub mod extract;
+/// Request ids, `/metrics` and the summarised log of refused requests.
+pub mod observe;
 /// The OpenAPI document and Swagger UI.
 pub mod openapi;
 /// Liveness and readiness probes.
 pub mod ops;
+/// The accept loop: header-read timeout, connection cap, graceful shutdown.
+pub mod server;
 /// The narrow storage interface and its SQLite and PostgreSQL implementations.
 pub mod storage;
 /// The `/api/{user_id}/tasks` routes, task domain types and the task-change seam.

@@ -46,15 +46,31 @@ use utoipa::{
 pub struct ApiDoc;
 
 /// Final touches once the routers have added their schemas: a `PATCH` body needs at least
-/// one field. (utoipa 5.5 writes a container's `min_properties` as `maxProperties`, so it is
-/// set here instead.)
-pub fn complete(openapi: &mut utoipa::openapi::OpenApi) {
+/// one field (utoipa 5.5 writes a container's `min_properties` as `maxProperties`, so it is
+/// set here instead), and the listing's `page_size` maximum is the configured
+/// `MAX_PAGE_SIZE`, not the compiled-in default.
+pub fn complete(openapi: &mut utoipa::openapi::OpenApi, max_page_size: u32) {
     let schema = openapi
         .components
         .as_mut()
         .and_then(|components| components.schemas.get_mut("PatchTaskRequest"));
     if let Some(RefOr::T(Schema::Object(object))) = schema {
         object.min_properties = Some(1);
+    }
+    let page_size = openapi
+        .paths
+        .paths
+        .get_mut("/api/{user_id}/tasks")
+        .and_then(|item| item.get.as_mut())
+        .and_then(|listing| listing.parameters.as_mut())
+        .and_then(|parameters| {
+            parameters
+                .iter_mut()
+                .find(|parameter| parameter.name == "page_size")
+        })
+        .and_then(|parameter| parameter.schema.as_mut());
+    if let Some(RefOr::T(Schema::Object(object))) = page_size {
+        object.maximum = Some(max_page_size.into());
     }
     for item in openapi.paths.paths.values_mut() {
         for operation in operations_mut(item) {
@@ -305,7 +321,7 @@ mod tests {
             .merge(crate::tasks::router())
             .merge(crate::ops::router())
             .split_for_parts();
-        complete(&mut api);
+        complete(&mut api, 100);
         let headers = cors_headers(&api);
         let names = |list: &[HeaderName]| -> Vec<String> {
             list.iter().map(|name| name.as_str().to_owned()).collect()

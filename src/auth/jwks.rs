@@ -3,14 +3,17 @@
 //!
 //! The key set is fetched at start-up and cached. A token whose `kid` is not in the cache
 //! triggers one refetch — at most one per [`Settings::jwks_refetch_interval`] however many
-//! such tokens arrive, so random `kid`s cannot turn into a flood of fetches. Each key only
-//! verifies the algorithm of its own type (or the `alg` it declares).
+//! such tokens arrive, so random `kid`s cannot turn into a flood of fetches. Once the cached
+//! set is older than [`Settings::jwks_max_age`], one refresh runs in the background while
+//! requests go on verifying with the cached keys: a slow key server delays only the tokens
+//! whose key the cache does not have. Each key only verifies the algorithm of its own type
+//! (or the `alg` it declares).
 
 use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -26,9 +29,6 @@ use crate::config::{JwksSettings, Settings};
 
 /// A key set larger than this is refused.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
-/// A key set older than this is fetched again before use, so that keys removed from it stop
-/// verifying tokens.
-const MAX_CACHE_AGE: Duration = Duration::from_secs(300);
 /// Key ids longer than this are refused without a lookup.
 const MAX_KID_BYTES: usize = 256;
 
@@ -51,12 +51,19 @@ pub struct JwksVerifier {
     http: reqwest::Client,
     leeway: u64,
     refetch_interval: Duration,
+    /// A set older than this is refreshed (in the background), so that keys Better Auth
+    /// has dropped stop verifying tokens.
+    max_age: Duration,
     keys: RwLock<Arc<HashMap<String, Arc<VerifyingKey>>>>,
     /// When the key set was last fetched successfully; `None` before the first time.
     fetched_at: std::sync::Mutex<Option<Instant>>,
-    /// Held while fetching; holds the time of the last attempt.
+    /// Held while fetching, so that fetches never overlap; holds the time of the last
+    /// attempt.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Set while a background refresh is scheduled or running.
+    refreshing: AtomicBool,
     fetches: AtomicU64,
+    failures: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -81,16 +88,24 @@ impl JwksVerifier {
             http,
             leeway: settings.jwt_leeway.as_secs(),
             refetch_interval: settings.jwks_refetch_interval,
+            max_age: settings.jwks_max_age,
             keys: RwLock::new(Arc::default()),
             fetched_at: std::sync::Mutex::new(None),
             last_fetch: tokio::sync::Mutex::new(None),
+            refreshing: AtomicBool::new(false),
             fetches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         })
     }
 
     /// How many times the key set was requested (successfully or not).
     pub fn fetch_count(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many fetches of the key set failed (unreachable, an error status, a bad body).
+    pub fn fetch_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Fetches the key set now; a failure is logged and leaves the cache as it was.
@@ -100,14 +115,20 @@ impl JwksVerifier {
         self.fetch().await;
     }
 
-    pub async fn verify(&self, header: &Header, token: &str) -> Result<String, JwksError> {
+    /// Verifies a JWKS-signed token; its subject on success. Waits for the network only
+    /// when the token's `kid` is not cached.
+    pub async fn verify(
+        self: &Arc<Self>,
+        header: &Header,
+        token: &str,
+    ) -> Result<String, JwksError> {
         let kid = header
             .kid
             .as_deref()
             .filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_BYTES)
             .ok_or(JwksError::Invalid)?;
         if self.is_stale() {
-            self.refresh_stale().await;
+            self.refresh_in_background();
         }
         let key = match self.cached(kid) {
             Some(key) => key,
@@ -154,18 +175,34 @@ impl JwksVerifier {
     /// or past their grace period) should be forgotten.
     fn is_stale(&self) -> bool {
         self.fetched_at()
-            .is_some_and(|at| at.elapsed() >= MAX_CACHE_AGE)
+            .is_some_and(|at| at.elapsed() >= self.max_age)
     }
 
-    /// Refetches a stale set, at most once per refetch interval. If the fetch fails, the
-    /// cached keys stay in use: a Better Auth outage does not log everyone out.
-    async fn refresh_stale(&self) {
-        let mut last = self.last_fetch.lock().await;
-        if !self.is_stale() || last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+    /// Starts one refresh of a stale set on a task of its own, unless one is scheduled or
+    /// running, a fetch is under way, or the last attempt is more recent than the refetch
+    /// interval. The caller does not wait: the cached keys stay in use meanwhile, and if
+    /// the fetch fails they stay in use after it (a Better Auth outage logs nobody out).
+    fn refresh_in_background(self: &Arc<Self>) {
+        let recent = match self.last_fetch.try_lock() {
+            Ok(last) => last.is_some_and(|at| at.elapsed() < self.refetch_interval),
+            Err(_) => true,
+        };
+        if recent || self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        *last = Some(Instant::now());
-        self.fetch().await;
+        let verifier = Arc::clone(self);
+        tokio::spawn(async move {
+            {
+                let mut last = verifier.last_fetch.lock().await;
+                if verifier.is_stale()
+                    && !last.is_some_and(|at| at.elapsed() < verifier.refetch_interval)
+                {
+                    *last = Some(Instant::now());
+                    verifier.fetch().await;
+                }
+            }
+            verifier.refreshing.store(false, Ordering::Release);
+        });
     }
 
     /// Refetches for an unknown `kid`, unless another request just did (then the key may now
@@ -197,6 +234,7 @@ impl JwksVerifier {
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
             }
             Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(url = %self.settings.url, error = %format!("{error:#}"), "could not fetch the JWKS");
             }
         }

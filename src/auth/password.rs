@@ -18,6 +18,9 @@ pub struct PasswordHasher {
     admitted: Arc<Semaphore>,
     /// Hashes running.
     running: Arc<Semaphore>,
+    /// The sizes of the two semaphores, for [`PasswordHasher::queue_depth`].
+    admitted_capacity: usize,
+    running_capacity: usize,
     /// A hash of nothing anyone knows, verified against when a login names no account, so
     /// that an unknown user takes as long as a wrong password — from the very first login,
     /// which is why it is made at start-up.
@@ -32,6 +35,8 @@ impl PasswordHasher {
             cost,
             admitted: Arc::new(Semaphore::new(concurrency + queue)),
             running: Arc::new(Semaphore::new(concurrency)),
+            admitted_capacity: concurrency + queue,
+            running_capacity: concurrency,
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -44,6 +49,13 @@ impl PasswordHasher {
         } else {
             Ok(())
         }
+    }
+
+    /// Hashes admitted and waiting for a hashing thread (not those running).
+    pub fn queue_depth(&self) -> usize {
+        let admitted = self.admitted_capacity - self.admitted.available_permits();
+        let running = self.running_capacity - self.running.available_permits();
+        admitted.saturating_sub(running)
     }
 
     pub async fn hash(&self, password: &Password) -> Result<String, ApiError> {

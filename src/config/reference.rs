@@ -160,6 +160,26 @@ pub const SETTINGS: &[Setting] = &[
         default: "`30`",
     },
     Setting {
+        names: &["HEADER_READ_TIMEOUT_SECONDS"],
+        meaning: "a connection must deliver a complete request head within this (1–300); an idle kept-alive connection is closed after it too",
+        default: "`10`",
+    },
+    Setting {
+        names: &["MAX_CONNECTIONS"],
+        meaning: "connections held open at once; at the cap the service stops accepting until one closes (clients wait in the kernel's listen backlog)",
+        default: "`1024`",
+    },
+    Setting {
+        names: &["JWKS_MAX_AGE_SECONDS"],
+        meaning: "a cached key set older than this is refreshed in the background while its keys stay in use",
+        default: "`300`",
+    },
+    Setting {
+        names: &["METRICS_TOKEN"],
+        meaning: "bearer token (16 bytes or more) that `GET /metrics` requires; unset, `/metrics` is a `404`",
+        default: "unset",
+    },
+    Setting {
         names: &["RUST_LOG"],
         meaning: "log levels, `tracing` syntax",
         default: "`info`",

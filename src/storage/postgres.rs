@@ -237,6 +237,36 @@ impl From<TaskRow> for Task {
     }
 }
 
+/// A row of the listing: a task of the page (all `None` when the page is empty) and the
+/// total of matching tasks.
+#[derive(FromRow)]
+struct ListingRow {
+    id: Option<Uuid>,
+    user_id: Option<String>,
+    title: Option<String>,
+    description: Option<String>,
+    completed: Option<bool>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    version: Option<i64>,
+    total: i64,
+}
+
+impl ListingRow {
+    fn task(self) -> Option<Task> {
+        Some(Task {
+            id: self.id?,
+            user_id: self.user_id?,
+            title: self.title?,
+            description: self.description,
+            completed: self.completed?,
+            created_at: self.created_at?,
+            updated_at: self.updated_at?,
+            version: self.version?,
+        })
+    }
+}
+
 #[derive(FromRow)]
 struct UserRow {
     id: Uuid,
@@ -566,27 +596,38 @@ impl Store for PostgresStore {
         owner: &str,
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError> {
+        // One statement, so one snapshot: the page and its total cannot disagree however
+        // writes interleave, and one round trip instead of two. The count is the outer
+        // side of a LATERAL join, so a page past the end still returns it (one row of
+        // NULL task columns). The outer ORDER BY repeats the page's, because a join's
+        // output order is otherwise unspecified.
+        let order = order_by(query.sort_by, query.sort_order, TITLE_KEY);
+        let mut listing = sqlx::QueryBuilder::new(concat!(
+            "SELECT ",
+            task_columns!(),
+            ", counted.total FROM (SELECT count(*) AS total"
+        ));
+        push_filters(&mut listing, owner, query);
+        listing.push(concat!(
+            ") AS counted LEFT JOIN LATERAL (SELECT ",
+            task_columns!()
+        ));
+        push_filters(&mut listing, owner, query);
+        listing.push(&order);
+        push_page(&mut listing, query);
+        listing.push(") AS page ON true");
+        listing.push(&order);
         let mut session = self.session().await?;
-        let mut page = sqlx::QueryBuilder::new(concat!("SELECT ", task_columns!()));
-        push_filters(&mut page, owner, query);
-        page.push(order_by(query.sort_by, query.sort_order, TITLE_KEY));
-        push_page(&mut page, query);
-        let mut count = sqlx::QueryBuilder::new("SELECT count(*)");
-        push_filters(&mut count, owner, query);
-        let rows: Vec<TaskRow> = page
+        let rows: Vec<ListingRow> = listing
             .build_query_as()
             .persistent(self.persistent)
             .fetch_all(session.conn())
             .await?;
-        let (total,): (i64,) = count
-            .build_query_as()
-            .persistent(self.persistent)
-            .fetch_one(session.conn())
-            .await?;
         session.finish().await?;
+        let total = rows.first().map_or(0, |row| row.total.max(0) as u64);
         Ok((
-            rows.into_iter().map(Task::from).collect(),
-            total.max(0) as u64,
+            rows.into_iter().filter_map(ListingRow::task).collect(),
+            total,
         ))
     }
 
