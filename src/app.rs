@@ -36,14 +36,12 @@ use crate::{
     },
     config::Settings,
     error::{ApiError, problem_for_bare_errors},
+    events::{self, Events},
     extract::BodyLimit,
     openapi::{self, ApiDoc},
     ops,
     storage::{self, Store},
-    tasks::{
-        self, TaskService,
-        events::{LogEvents, TaskEvents},
-    },
+    tasks::{self, TaskService},
 };
 
 /// What every handler can reach.
@@ -55,6 +53,8 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     pub rate_limits: Arc<AuthRateLimits>,
     pub max_page_size: u32,
+    /// The task-event outbox: relay lag, live feeds.
+    pub events: Events,
 }
 
 pub struct Application {
@@ -62,6 +62,8 @@ pub struct Application {
     router: Router,
     store: Arc<dyn Store>,
     shutdown_grace: Duration,
+    events: Events,
+    event_workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -69,14 +71,6 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 impl Application {
     /// Connects to the database (applying migrations), builds the router and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_events(settings, Arc::new(LogEvents)).await
-    }
-
-    /// As [`Application::build`], with task events going to `events`.
-    pub async fn build_with_events(
-        settings: Settings,
-        events: Arc<dyn TaskEvents>,
-    ) -> anyhow::Result<Self> {
         let store = storage::connect(&settings).await?;
         if settings.migrate_on_start {
             store.migrate().await?;
@@ -106,8 +100,9 @@ impl Application {
             }
             None => None,
         };
+        let events = Events::new(store.clone(), settings.events.clone());
         let state = AppState {
-            tasks: TaskService::new(store.clone(), events),
+            tasks: TaskService::new(store.clone(), events.clone()),
             store: store.clone(),
             tokens: Arc::new(TokenVerifier::new(&secret, &settings, jwks.clone())),
             passwords: PasswordHasher::start(
@@ -118,15 +113,19 @@ impl Application {
             .await?,
             rate_limits: Arc::new(AuthRateLimits::new(&settings)),
             max_page_size: settings.max_page_size,
+            events: events.clone(),
         };
         let router = router(state, &settings);
         let listener = TcpListener::bind((settings.host, settings.port)).await?;
         tracing::info!(address = %listener.local_addr()?, "listening");
+        let event_workers = events.start()?;
         Ok(Self {
             listener,
             router,
             store,
             shutdown_grace: settings.shutdown_grace,
+            events,
+            event_workers,
         })
     }
 
@@ -146,8 +145,11 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let events = self.events.clone();
         let stop = async move {
             stop.await;
+            // Live feeds end now, so they do not hold graceful shutdown for the whole grace.
+            events.stop();
             stopping.send(()).ok();
         };
         let service = self
@@ -168,6 +170,16 @@ impl Application {
                 "shutdown grace period over; dropping requests still in flight"
             ),
         }
+        // The relay finishes its current publish and gives up its lease.
+        self.events.stop();
+        for worker in self.event_workers {
+            if tokio::time::timeout(Duration::from_secs(5), worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the event relay did not stop in time");
+            }
+        }
         if tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .is_err()
@@ -184,6 +196,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::router())
         .merge(tasks::router())
+        .merge(events::router())
         .merge(ops::router())
         .split_for_parts();
     openapi::complete(&mut api);
@@ -243,6 +256,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_MATCH,
+            HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([header::LOCATION, header::ETAG, REQUEST_ID.clone()])
         .max_age(std::time::Duration::from_secs(600))

@@ -97,6 +97,8 @@ pub struct Settings {
     pub password_hash_concurrency: usize,
     /// bcrypt computations allowed to wait; beyond that, sign-up and login get a 503.
     pub password_hash_queue: usize,
+    /// Task events: outbox, relay, sinks and feed (`EVENTS_*`, `DAPR_*`).
+    pub events: crate::events::EventSettings,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://todo.db";
@@ -155,6 +157,7 @@ impl Settings {
             password_hash_concurrency: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1).max(1)),
             password_hash_queue: 64,
+            events: crate::events::EventSettings::default(),
         }
     }
 
@@ -318,6 +321,7 @@ impl Settings {
             settings.password_hash_queue =
                 parse_in_range("PASSWORD_HASH_QUEUE", &value, 0, 100_000)? as usize;
         }
+        settings.events = crate::events::EventSettings::from_lookup(get)?;
         if let Some(value) = get("LOG_FORMAT") {
             settings.log_format = match value.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,

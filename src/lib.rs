@@ -9,6 +9,8 @@ pub mod auth;
 pub mod config;
 /// The one error type, rendered as an RFC 9457 problem document.
 pub mod error;
+/// Task events: the transactional outbox (CloudEvents), its relay and sinks, the live feed.
+pub mod events;
 /// Request extractors that turn malformed input into our problem documents.
 pub mod extract;
 /// The OpenAPI document and Swagger UI.
@@ -17,7 +19,7 @@ pub mod openapi;
 pub mod ops;
 /// The narrow storage interface and its SQLite and PostgreSQL implementations.
 pub mod storage;
-/// The `/api/{user_id}/tasks` routes, task domain types and the task-change seam.
+/// The `/api/{user_id}/tasks` routes, task domain types and `TaskService`.
 pub mod tasks;
 /// Logging set-up.
 pub mod telemetry;

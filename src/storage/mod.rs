@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::{
     auth::domain::{Email, LoginId, User, UserCredentials, Username},
     config::{DatabaseKind, Settings},
+    events::record::{NewEvent, StoredEvent},
     tasks::domain::{ListQuery, SortBy, SortOrder, Task, TaskChange},
 };
 
@@ -78,6 +79,23 @@ pub struct Taken {
     pub email: bool,
 }
 
+/// Decides, inside an update's transaction, the event the change makes, from the task before
+/// and after it.
+pub type UpdateEvent<'a> = dyn Fn(&Task, &Task) -> NewEvent + Send + Sync + 'a;
+
+/// Makes, inside a delete's transaction, the event for the deleted task.
+pub type DeleteEvent<'a> = dyn Fn(&Task) -> NewEvent + Send + Sync + 'a;
+
+/// The relay's backlog: events not yet delivered, and when the oldest was committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBacklog {
+    pub pending: u64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The name of the one relay lease row.
+const RELAY_LEASE: &str = "relay";
+
 /// What the service needs from a database, and nothing more.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -97,7 +115,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<UserCredentials>, StoreError>;
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
 
-    async fn insert_task(&self, task: &Task) -> Result<(), StoreError>;
+    /// Stores a new task and its `event` in one transaction.
+    async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError>;
     /// One page of the owner's tasks, and how many match in all.
     async fn list_tasks(
         &self,
@@ -107,7 +126,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
     /// Applies `change` in one statement, only to `version` when one is given; `updated_at`
     /// becomes `now`, or just after the previous value if the clock has not moved, so every
-    /// change is visible in it. `None` when no such task (at that version) exists.
+    /// change is visible in it. `None` when no such task (at that version) exists. The
+    /// event `event` makes of the change is stored in the same transaction.
     async fn update_task(
         &self,
         owner: &str,
@@ -115,17 +135,43 @@ pub trait Store: Send + Sync + 'static {
         change: &TaskChange,
         now: DateTime<Utc>,
         version: Option<i64>,
+        event: &UpdateEvent<'_>,
     ) -> Result<Option<Task>, StoreError>;
-    /// Deletes and returns the task, only at `version` when one is given.
+    /// Deletes and returns the task, only at `version` when one is given, and stores the
+    /// event `event` makes of it in the same transaction.
     async fn delete_task(
         &self,
         owner: &str,
         id: Uuid,
         version: Option<i64>,
+        event: &DeleteEvent<'_>,
     ) -> Result<Option<Task>, StoreError>;
 
     /// Closes the connection pool, waiting for connections in use to come back.
     async fn close(&self);
+
+    /// Up to `limit` undelivered events, oldest `sequence` first.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Marks every event up to `through` delivered, if `holder` still holds the relay lease
+    /// (a relay that lost it must not mark what another may be publishing); how many rows.
+    async fn mark_delivered(&self, through: i64, holder: &str) -> Result<u64, StoreError>;
+    /// Deletes events delivered before `before`; how many.
+    async fn prune_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn event_backlog(&self) -> Result<EventBacklog, StoreError>;
+    /// Up to `limit` of `owner`'s events with a sequence above `after`, oldest first.
+    async fn user_events(
+        &self,
+        owner: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The sequence of the last committed event (0 before the first).
+    async fn last_sequence(&self) -> Result<i64, StoreError>;
+    /// Takes or renews the relay lease for `holder` until `ttl` from now (the database's
+    /// clock on PostgreSQL); whether `holder` holds it now.
+    async fn hold_relay_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives the lease up, so that another instance takes over at once.
+    async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError>;
 }
 
 /// Connects to the database `settings` names. While it is unreachable (a Neon compute
