@@ -12,8 +12,8 @@ use todo_api::{Application, Settings, storage, telemetry};
     after_help = "Configuration comes from the environment and a .env file: DATABASE_URL, \
                   BETTER_AUTH_SECRET, APP_ENV, HOST, PORT, JWT_ISSUER, JWT_AUDIENCE, \
                   JWT_EXPIRES_IN_SECONDS, BCRYPT_COST, CORS_ORIGINS, MAX_BODY_BYTES, \
-                  DATABASE_MAX_CONNECTIONS, DATABASE_ACQUIRE_TIMEOUT_SECONDS, RUST_LOG, \
-                  LOG_FORMAT. See the README."
+                  DATABASE_MAX_CONNECTIONS, DATABASE_ACQUIRE_TIMEOUT_SECONDS, EVENTS_SINK and the \
+                  other EVENTS_* / DAPR_* settings, RUST_LOG, LOG_FORMAT. See the README."
 )]
 struct Cli {
     #[command(subcommand)]
