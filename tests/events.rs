@@ -1007,3 +1007,78 @@ async fn postgres_a_change_through_one_instance_reaches_a_stream_on_another() {
     }
     assert_eq!(by_sequence.len(), 3);
 }
+
+on_both_backends! {
+    async fn delivered_events_are_pruned_after_the_retention_period_and_pending_ones_never(backend: Backend) {
+        let directory = tempfile::tempdir().unwrap();
+        let (url, postgres_database) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}", directory.path().join("todo.db").display()), None),
+            Backend::Postgres => {
+                let (name, url) = create_test_database().await;
+                (url, Some(name))
+            }
+        };
+        let app = TestApp::spawn_on(&url, |_| {}).await;
+        let alice = app.signup("alice").await;
+        for n in 0..4 {
+            app.create_task(&alice, json!({"title": format!("{n}")})).await;
+        }
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let ready: Value = app.request(Method::GET, "/ready").send().await.unwrap().json().await.unwrap();
+            if ready["events"]["pending"] == 0 && ready["events"]["relay"] == "leader" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the log sink delivers: {ready}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        app.stop().await;
+        // Events 1 and 2 were delivered 169 hours ago (past the default 168); event 3 is
+        // recent, and event 4 is made pending again but old: never pruned.
+        match backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query("UPDATE task_events SET delivered_at = delivered_at - 169 * 3600 * 1000 WHERE sequence <= 2")
+                    .execute(&pool).await.unwrap();
+                sqlx::query("UPDATE task_events SET delivered_at = NULL, time = time - 169 * 3600 * 1000 WHERE sequence = 4")
+                    .execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                sqlx::query("UPDATE task_events SET delivered_at = now() - interval '169 hours' WHERE sequence <= 2")
+                    .execute(&pool).await.unwrap();
+                sqlx::query("UPDATE task_events SET delivered_at = NULL, time = now() - interval '169 hours' WHERE sequence = 4")
+                    .execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+        // The sink is down after the restart, so event 4 stays pending while pruning runs.
+        let app = TestApp::spawn_on(&url, |settings| {
+            settings.events.sink = todo_api::events::SinkSettings::Http {
+                url: format!("http://127.0.0.1:{}/hook", free_port()).parse().unwrap(),
+            };
+        })
+        .await;
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let sequences: Vec<String> = all_events(&app.address, &alice, 100)
+                .await
+                .iter()
+                .map(|event| event["sequence"].as_str().unwrap().trim_start_matches('0').to_owned())
+                .collect();
+            if sequences == ["3", "4"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "old delivered events are pruned: {sequences:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ready: Value = app.request(Method::GET, "/ready").send().await.unwrap().json().await.unwrap();
+        assert_eq!(ready["events"]["pending"], 1, "{ready}");
+        assert!(ready["events"]["oldest_pending_age_seconds"].as_f64().unwrap() > 168.0 * 3600.0);
+        app.stop().await;
+        if let Some(name) = postgres_database {
+            drop_test_database(name);
+        }
+    }
+}

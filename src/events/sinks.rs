@@ -75,8 +75,9 @@ impl Sink {
     pub async fn publish(&self, event: &StoredEvent) -> Result<(), PublishError> {
         match self {
             Self::Log => {
-                // Ids only: a task's title and description are the user's, not the log's.
-                tracing::info!(
+                // As before the outbox: a debug line per event, ids only (a task's title and
+                // description are the user's, not the log's).
+                tracing::debug!(
                     event_type = %event.event_type,
                     event_id = %event.id,
                     sequence = event.sequence,
