@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: makes sure what the tests talk to is there
-# (PostgreSQL up on 127.0.0.1:5432, the pinned Better Auth server, PgBouncer, OpenSSL,
-# python3-venv), then runs `cargo test` (every HTTP test on SQLite and PostgreSQL) and
-# schemathesis against the binary those tests built. Installing needs root or sudo. Nothing is skipped: a missing service fails the run.
+# (PostgreSQL up on 127.0.0.1:5432, the pinned Better Auth server, Chromium with
+# playwright-core, PgBouncer, OpenSSL, python3-venv), then runs `cargo test` (every HTTP test
+# on SQLite and PostgreSQL) and schemathesis against the binary those tests built. Installing
+# needs root or sudo. Nothing is skipped: a missing service fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +52,10 @@ log "Node.js and the Better Auth test server (pinned in tests/better-auth/packag
 { command -v node && command -v npm; } >/dev/null || apt_install nodejs npm
 node --version
 npm ci --prefix tests/better-auth --no-audit --no-fund --loglevel=error
+
+log "Chromium and playwright-core (pinned in tests/browser/package-lock.json), for the browser feed test"
+{ command -v chromium || [ -x /usr/bin/chromium ]; } >/dev/null || apt_install chromium
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 log "PgBouncer and OpenSSL, for the pooler and TLS fault tests"
 { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null || apt_install pgbouncer

@@ -37,16 +37,14 @@ use crate::{
     client_addr::{self, ClientAddr},
     config::Settings,
     error::{ApiError, RefusalReason, problem_for_bare_errors},
+    events::{self, Events},
     extract::BodyLimit,
     observe::{self, Metrics, Observer, RefusalLog},
     openapi::{self, ApiDoc},
     ops,
     server::{self, ConnectionLimits},
     storage::{self, Store},
-    tasks::{
-        self, TaskService,
-        events::{LogEvents, TaskEvents},
-    },
+    tasks::{self, TaskService},
 };
 
 /// What every handler can reach.
@@ -61,6 +59,8 @@ pub struct AppState {
     pub max_page_size: u32,
     /// Counters for `/metrics` and the summarised refusal log.
     pub observer: Arc<Observer>,
+    /// The task-event outbox: relay lag, live feeds.
+    pub events: Events,
 }
 
 pub struct Application {
@@ -70,6 +70,8 @@ pub struct Application {
     /// Reads revocations made through other instances; stopped before the pool closes.
     revocation_sync: tokio::task::JoinHandle<()>,
     limits: ConnectionLimits,
+    events: Events,
+    event_workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -77,14 +79,6 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 impl Application {
     /// Connects to the database (applying migrations), builds the router and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_events(settings, Arc::new(LogEvents)).await
-    }
-
-    /// As [`Application::build`], with task events going to `events`.
-    pub async fn build_with_events(
-        settings: Settings,
-        events: Arc<dyn TaskEvents>,
-    ) -> anyhow::Result<Self> {
         let store = storage::connect(&settings).await?;
         if settings.migrate_on_start {
             store.migrate().await?;
@@ -122,13 +116,14 @@ impl Application {
             settings.password_hash_queue,
         )
         .await?;
+        let events = Events::new(store.clone(), settings.events.clone());
         let observer = Arc::new(Observer::new(
-            metrics(&passwords, jwks.clone()),
+            metrics(&passwords, jwks.clone(), &events),
             settings.metrics_token.clone(),
         ));
         RefusalLog::summarise_periodically(&observer.refusals);
         let state = AppState {
-            tasks: TaskService::new(store.clone(), events),
+            tasks: TaskService::new(store.clone(), events.clone()),
             store: store.clone(),
             tokens: Arc::new(TokenVerifier::new(
                 &secret,
@@ -141,6 +136,7 @@ impl Application {
             revocations,
             max_page_size: settings.max_page_size,
             observer,
+            events: events.clone(),
         };
         let router = router(state, &settings);
         let address = SocketAddr::new(settings.host, settings.port);
@@ -151,6 +147,7 @@ impl Application {
             ))
         })?;
         tracing::info!(address = %listener.local_addr()?, "listening");
+        let event_workers = events.start()?;
         Ok(Self {
             listener,
             router,
@@ -161,6 +158,8 @@ impl Application {
                 max_connections: settings.max_connections,
                 shutdown_grace: settings.shutdown_grace,
             },
+            events,
+            event_workers,
         })
     }
 
@@ -179,8 +178,24 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let events = self.events.clone();
+        let stop = async move {
+            stop.await;
+            // Live feeds end now, so they do not hold graceful shutdown for the whole grace.
+            events.stop();
+        };
         server::serve(self.listener, self.router, self.limits, stop).await;
         self.revocation_sync.abort();
+        // The relay finishes its current publish and gives up its lease.
+        self.events.stop();
+        for worker in self.event_workers {
+            if tokio::time::timeout(Duration::from_secs(5), worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the event relay did not stop in time");
+            }
+        }
         if tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .is_err()
@@ -193,7 +208,11 @@ impl Application {
 }
 
 /// The metrics registry, with the values other parts own sampled at each scrape.
-fn metrics(passwords: &PasswordHasher, jwks: Option<Arc<JwksVerifier>>) -> Metrics {
+fn metrics(
+    passwords: &PasswordHasher,
+    jwks: Option<Arc<JwksVerifier>>,
+    events: &Events,
+) -> Metrics {
     let mut metrics = Metrics::new();
     let hasher = passwords.clone();
     metrics.sample_gauge(
@@ -206,6 +225,18 @@ fn metrics(passwords: &PasswordHasher, jwks: Option<Arc<JwksVerifier>>) -> Metri
         "Fetches of the Better Auth key set that failed",
         move || jwks.as_ref().map_or(0, |jwks| jwks.fetch_failures()),
     );
+    let relay = events.clone();
+    metrics.sample_gauge(
+        "event_relay_pending",
+        "Task events committed and not yet delivered to the sink",
+        move || i64::try_from(relay.lag().pending).unwrap_or(i64::MAX),
+    );
+    let relay = events.clone();
+    metrics.sample_gauge(
+        "event_relay_lag_milliseconds",
+        "Age of the oldest undelivered task event (0 when none)",
+        move || (relay.lag().oldest_pending_age_seconds * 1000.0) as i64,
+    );
     metrics
 }
 
@@ -214,6 +245,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::router())
         .merge(tasks::router())
+        .merge(events::router())
         .merge(ops::router())
         .split_for_parts();
     openapi::complete(&mut api, settings.max_page_size);

@@ -122,6 +122,8 @@ pub struct Settings {
     pub jwks_max_age: Duration,
     /// The bearer token `GET /metrics` requires; `None`: the route is a 404.
     pub metrics_token: Option<Secret>,
+    /// Task events: outbox, relay, sinks and feed (`EVENTS_*`, `DAPR_*`).
+    pub events: crate::events::EventSettings,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://todo.db";
@@ -188,6 +190,7 @@ impl Settings {
             max_connections: 1024,
             jwks_max_age: Duration::from_secs(300),
             metrics_token: None,
+            events: crate::events::EventSettings::default(),
         }
     }
 
@@ -398,6 +401,7 @@ impl Settings {
             }
             settings.metrics_token = Some(Secret::new(value));
         }
+        settings.events = crate::events::EventSettings::from_lookup(get)?;
         if let Some(value) = get("LOG_FORMAT") {
             settings.log_format = match value.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,

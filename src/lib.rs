@@ -11,6 +11,8 @@ pub mod client_addr;
 pub mod config;
 /// The one error type, rendered as an RFC 9457 problem document.
 pub mod error;
+/// Task events: the transactional outbox (CloudEvents), its relay and sinks, the live feed.
+pub mod events;
 /// Request extractors that turn malformed input into our problem documents.
 pub mod extract;
 /// Request ids, `/metrics` and the summarised log of refused requests.
@@ -23,7 +25,7 @@ pub mod ops;
 pub mod server;
 /// The narrow storage interface and its SQLite and PostgreSQL implementations.
 pub mod storage;
-/// The `/api/{user_id}/tasks` routes, task domain types and the task-change seam.
+/// The `/api/{user_id}/tasks` routes, task domain types and `TaskService`.
 pub mod tasks;
 /// Logging set-up.
 pub mod telemetry;

@@ -40,6 +40,7 @@ use utoipa::{
     tags(
         (name = "auth", description = "Sign-up, login and the current user"),
         (name = "tasks", description = "A user's own tasks"),
+        (name = "events", description = "A user's own task events (CloudEvents), paged or live"),
         (name = "operations", description = "Probes"),
     )
 )]

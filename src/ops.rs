@@ -8,12 +8,16 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     app::AppState,
     error::{ApiError, Problem},
+    events::Lag,
 };
 
 #[derive(Serialize, ToSchema)]
 pub struct Status {
     #[schema(example = "ok")]
     pub status: &'static str,
+    /// `/ready` only: the task-event relay's lag. It never makes the service unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Lag>,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,12 +32,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, description = "The process is alive", body = Status)))]
 async fn health() -> Json<Status> {
-    Json(Status { status: "ok" })
+    Json(Status {
+        status: "ok",
+        events: None,
+    })
 }
 
 /// Readiness
 ///
-/// 200 when the database answers, 503 otherwise.
+/// 200 when the database answers, 503 otherwise. `events` reports the task-event relay's
+/// lag (undelivered events, the oldest one's age), which does not affect readiness.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "The database answers", body = Status),
@@ -45,5 +53,8 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> 
         .ping()
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok(Json(Status { status: "ready" }))
+    Ok(Json(Status {
+        status: "ready",
+        events: Some(state.events.lag()),
+    }))
 }

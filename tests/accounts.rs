@@ -1,6 +1,7 @@
 //! Account self-service over HTTP: change the password, sign out everywhere, change the
 //! username or email, delete the account — and tokens that really stop working, on every
-//! instance sharing the database.
+//! instance sharing the database. Deleting an account leaves a `todo.task.deleted` event for
+//! each of its tasks in the outbox.
 
 mod common;
 
@@ -112,6 +113,34 @@ async fn wait_until_refused(app: &TestApp, token: &str) -> Duration {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the revoked token still works on the other instance after 5 s");
+}
+
+/// The types and subjects of `owner`'s events in the outbox, in sequence order, read from the
+/// database itself (a deleted account can no longer read its feed).
+async fn outbox_of(app: &TestApp, owner: &str) -> Vec<(String, String)> {
+    const SQL: &str = "SELECT type, subject FROM task_events WHERE user_id = $1 ORDER BY sequence";
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            let rows = sqlx::query_as(SQL)
+                .bind(owner)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            let rows = sqlx::query_as(SQL)
+                .bind(owner)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows
+        }
+    }
 }
 
 on_both_databases! {
@@ -291,8 +320,9 @@ on_both_databases! {
     async fn deleting_the_account_deletes_its_tasks_revokes_its_tokens_and_leaves_others_untouched(app: TestApp) {
         let alice = app.signup("alice").await;
         let bob = app.signup("bob").await;
+        let mut alice_tasks = Vec::new();
         for title in ["alice one", "alice two"] {
-            app.create_task(&alice, json!({"title": title})).await;
+            alice_tasks.push(app.create_task(&alice, json!({"title": title})).await);
         }
         let bobs = app.create_task(&bob, json!({"title": "bob's", "description": "keep"})).await;
         let phone = login_token(&app, "alice", PASSWORD).await;
@@ -319,6 +349,24 @@ on_both_databases! {
         assert_token_refused(&app, &alice, &alice.token, "the deleting token").await;
         assert_token_refused(&app, &alice, &phone, "another device's token").await;
         expect_unauthorized(login(&app, "alice", PASSWORD).await, "login of a deleted account").await;
+        // Each deleted task left a `todo.task.deleted` event, committed with the deletion.
+        let mut deleted: Vec<(String, String)> = outbox_of(&app, &alice.id)
+            .await
+            .into_iter()
+            .filter(|(kind, _)| kind == "todo.task.deleted")
+            .collect();
+        deleted.sort();
+        let mut expected: Vec<(String, String)> = alice_tasks
+            .iter()
+            .map(|task| ("todo.task.deleted".to_owned(), task["id"].as_str().unwrap().to_owned()))
+            .collect();
+        expected.sort();
+        assert_eq!(deleted, expected);
+        assert!(
+            outbox_of(&app, &bob.id).await.iter().all(|(kind, _)| kind != "todo.task.deleted"),
+            "bob lost nothing"
+        );
+
         // The name is free again, and the new alice starts with nothing.
         let new_alice = app.signup("alice").await;
         assert_ne!(new_alice.id, alice.id);

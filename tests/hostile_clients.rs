@@ -311,6 +311,9 @@ on_both_backends! {
         assert!(sample(&after, "jwks_fetch_failures_total") >= 1.0, "{after}");
         assert!(sample(&after, r#"http_responses_total{status="200"}"#) >= 1.0, "{after}");
         assert!(after.contains("\npassword_hash_queue_depth 0\n"), "{after}");
+        // The relay's backlog is there too (the log sink keeps up, so it is empty or small).
+        assert!(after.contains("\nevent_relay_pending "), "{after}");
+        assert!(after.contains("\nevent_relay_lag_milliseconds "), "{after}");
         // A method other than GET, with the right token, is an honest 405.
         let response = client
             .post(server.url("/metrics"))

@@ -193,8 +193,8 @@ async fn delete_me(
     let deletion = AccountDeletion::from_json(body)?;
     prove(&state, client, &account, &deletion.password).await?;
     let revocation = state
-        .store
-        .delete_account(account.user.id, now_millis())
+        .tasks
+        .delete_account(account.user.id)
         .await?
         .ok_or(NO_ACCOUNT)?;
     state.revocations.record(&revocation);

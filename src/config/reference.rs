@@ -180,6 +180,66 @@ pub const SETTINGS: &[Setting] = &[
         default: "unset",
     },
     Setting {
+        names: &["EVENTS_SINK"],
+        meaning: "where the relay publishes task events: `log`, `dapr` or `http` (see [Events](#events))",
+        default: "`log`",
+    },
+    Setting {
+        names: &["EVENTS_SOURCE"],
+        meaning: "the CloudEvents `source` of every event (a URI reference)",
+        default: "`todo-api`",
+    },
+    Setting {
+        names: &["DAPR_HTTP_PORT"],
+        meaning: "`dapr` sink: the sidecar's HTTP port (the sidecar sets it)",
+        default: "`3500`",
+    },
+    Setting {
+        names: &["DAPR_PUBSUB_NAME"],
+        meaning: "`dapr` sink: the pub/sub component",
+        default: "`pubsub`",
+    },
+    Setting {
+        names: &["EVENTS_TOPIC"],
+        meaning: "`dapr` sink: the topic",
+        default: "`task-events`",
+    },
+    Setting {
+        names: &["DAPR_API_TOKEN"],
+        meaning: "`dapr` sink: sent as `dapr-api-token` when set (never logged)",
+        default: "unset",
+    },
+    Setting {
+        names: &["EVENTS_HTTP_URL"],
+        meaning: "`http` sink: where events are POSTed (a Knative broker, a webhook); required with `EVENTS_SINK=http`",
+        default: "unset",
+    },
+    Setting {
+        names: &["EVENTS_SINK_TIMEOUT_SECONDS"],
+        meaning: "bound on one publish (1–60); the relay lease lasts this + 2 s",
+        default: "`3`",
+    },
+    Setting {
+        names: &["EVENTS_RETRY_MAX_SECONDS"],
+        meaning: "longest wait between two attempts at a failing sink (backoff starts at 100 ms and doubles)",
+        default: "`30`",
+    },
+    Setting {
+        names: &["EVENTS_RETENTION_HOURS"],
+        meaning: "delivered events are kept this long (for the feed), then pruned; undelivered ones are never pruned",
+        default: "`168`",
+    },
+    Setting {
+        names: &["EVENTS_STREAMS_PER_USER"],
+        meaning: "open `text/event-stream` feeds per user; beyond, a `429` with `Retry-After`",
+        default: "`5`",
+    },
+    Setting {
+        names: &["EVENTS_POLL_MILLISECONDS"],
+        meaning: "how often the relay and the live feeds look for events committed through other instances",
+        default: "`500`",
+    },
+    Setting {
         names: &["RUST_LOG"],
         meaning: "log levels, `tracing` syntax",
         default: "`info`",
@@ -253,11 +313,26 @@ mod tests {
     #[test]
     fn every_variable_the_settings_read_is_in_the_table_and_nothing_else() {
         let read = RefCell::new(BTreeSet::new());
-        Settings::from_lookup(|name| {
-            read.borrow_mut().insert(name.to_owned());
-            None
-        })
-        .expect("the defaults parse");
+        // Some settings are read only when another selects them (the `dapr` and `http` event
+        // sinks' own settings): every choice is tried.
+        let choices: [&[(&str, &str)]; 3] = [
+            &[],
+            &[("EVENTS_SINK", "dapr")],
+            &[
+                ("EVENTS_SINK", "http"),
+                ("EVENTS_HTTP_URL", "http://127.0.0.1:9/"),
+            ],
+        ];
+        for choice in choices {
+            Settings::from_lookup(|name| {
+                read.borrow_mut().insert(name.to_owned());
+                choice
+                    .iter()
+                    .find(|(variable, _)| *variable == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+            .expect("the defaults parse");
+        }
         // RUST_LOG is read by the log filter, not by Settings.
         let mut documented: BTreeSet<String> = SETTINGS
             .iter()

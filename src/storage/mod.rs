@@ -23,6 +23,7 @@ use crate::{
         revocation::Revocation,
     },
     config::{DatabaseKind, Settings},
+    events::record::{NewEvent, StoredEvent},
     tasks::domain::{ListQuery, SortBy, SortOrder, Task, TaskChange},
 };
 
@@ -82,6 +83,23 @@ pub struct Taken {
     pub email: bool,
 }
 
+/// Decides, inside an update's transaction, the event the change makes, from the task before
+/// and after it.
+pub type UpdateEvent<'a> = dyn Fn(&Task, &Task) -> NewEvent + Send + Sync + 'a;
+
+/// Makes, inside a delete's transaction, the event for the deleted task.
+pub type DeleteEvent<'a> = dyn Fn(&Task) -> NewEvent + Send + Sync + 'a;
+
+/// The relay's backlog: events not yet delivered, and when the oldest was committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBacklog {
+    pub pending: u64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The name of the one relay lease row.
+const RELAY_LEASE: &str = "relay";
+
 /// What the service needs from a database, and nothing more.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -129,19 +147,22 @@ pub trait Store: Send + Sync + 'static {
         new_password_hash: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError>;
-    /// In one transaction: deletes account `id` and every task it owns, and revokes all its
-    /// tokens. `None` when there is no such account.
+    /// In one transaction: deletes account `id` and every task it owns, writing `event`'s
+    /// event for each task (in task id order), and revokes all its tokens. `None` when there
+    /// is no such account.
     async fn delete_account(
         &self,
         id: Uuid,
         now: DateTime<Utc>,
+        event: &DeleteEvent<'_>,
     ) -> Result<Option<Revocation>, StoreError>;
     /// Revocations committed after `revision`, in revision order.
     async fn revocations_after(&self, revision: i64) -> Result<Vec<Revocation>, StoreError>;
     /// Forgets revocations made before `before` (no token of ours lives that long).
     async fn prune_revocations(&self, before: DateTime<Utc>) -> Result<(), StoreError>;
 
-    async fn insert_task(&self, task: &Task) -> Result<(), StoreError>;
+    /// Stores a new task and its `event` in one transaction.
+    async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError>;
     /// One page of the owner's tasks, and how many match in all.
     async fn list_tasks(
         &self,
@@ -151,7 +172,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
     /// Applies `change` in one statement, only to `version` when one is given; `updated_at`
     /// becomes `now`, or just after the previous value if the clock has not moved, so every
-    /// change is visible in it. `None` when no such task (at that version) exists.
+    /// change is visible in it. `None` when no such task (at that version) exists. The
+    /// event `event` makes of the change is stored in the same transaction.
     async fn update_task(
         &self,
         owner: &str,
@@ -159,13 +181,16 @@ pub trait Store: Send + Sync + 'static {
         change: &TaskChange,
         now: DateTime<Utc>,
         version: Option<i64>,
+        event: &UpdateEvent<'_>,
     ) -> Result<Option<Task>, StoreError>;
-    /// Deletes and returns the task, only at `version` when one is given.
+    /// Deletes and returns the task, only at `version` when one is given, and stores the
+    /// event `event` makes of it in the same transaction.
     async fn delete_task(
         &self,
         owner: &str,
         id: Uuid,
         version: Option<i64>,
+        event: &DeleteEvent<'_>,
     ) -> Result<Option<Task>, StoreError>;
 
     /// Closes the connection pool, waiting for connections in use to come back.
@@ -174,6 +199,28 @@ pub trait Store: Send + Sync + 'static {
     /// Where sign-up and login attempts are counted: in the database on PostgreSQL, shared by
     /// every instance; in this process on SQLite. Call once: each call starts afresh in memory.
     fn attempt_limits(&self) -> Arc<dyn limits::AttemptLimits>;
+    /// Up to `limit` undelivered events, oldest `sequence` first.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Marks every event up to `through` delivered, if `holder` still holds the relay lease
+    /// (a relay that lost it must not mark what another may be publishing); how many rows.
+    async fn mark_delivered(&self, through: i64, holder: &str) -> Result<u64, StoreError>;
+    /// Deletes events delivered before `before`; how many.
+    async fn prune_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn event_backlog(&self) -> Result<EventBacklog, StoreError>;
+    /// Up to `limit` of `owner`'s events with a sequence above `after`, oldest first.
+    async fn user_events(
+        &self,
+        owner: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The sequence of the last committed event (0 before the first).
+    async fn last_sequence(&self) -> Result<i64, StoreError>;
+    /// Takes or renews the relay lease for `holder` until `ttl` from now (the database's
+    /// clock on PostgreSQL); whether `holder` holds it now.
+    async fn hold_relay_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives the lease up, so that another instance takes over at once.
+    async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError>;
 }
 
 /// Connects to the database `settings` names. While it is unreachable (a Neon compute

@@ -4,6 +4,7 @@ use std::{
     num::NonZeroU32,
     str::FromStr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -16,7 +17,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    BACKFILL_BATCH, Store, StoreError, Taken,
+    BACKFILL_BATCH, DeleteEvent, EventBacklog, RELAY_LEASE, Store, StoreError, Taken, UpdateEvent,
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
     order_by, push_filters, push_page, task_columns, warn_email_collision,
 };
@@ -30,6 +31,7 @@ use crate::{
         revocation::{DELETED, Revocation},
     },
     config::{Database, Settings, is_pgbouncer_url},
+    events::record::{NewEvent, StoredEvent},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
     text::fold,
 };
@@ -329,6 +331,40 @@ async fn record_revocation(
     })
 }
 
+/// The columns of an event, in the order [`EventRow`] reads them.
+macro_rules! event_columns {
+    () => {
+        "sequence, id, user_id, type, source, subject, time, data"
+    };
+}
+#[derive(FromRow)]
+struct EventRow {
+    sequence: i64,
+    id: Uuid,
+    user_id: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    source: String,
+    subject: String,
+    time: DateTime<Utc>,
+    data: String,
+}
+
+impl From<EventRow> for StoredEvent {
+    fn from(row: EventRow) -> Self {
+        StoredEvent {
+            sequence: row.sequence,
+            id: row.id,
+            event_type: row.event_type,
+            source: row.source,
+            subject: row.subject,
+            user_id: row.user_id,
+            time: row.time,
+            data: row.data,
+        }
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn migrate(&self) -> anyhow::Result<()> {
@@ -513,6 +549,7 @@ impl Store for PostgresStore {
         &self,
         id: Uuid,
         now: DateTime<Utc>,
+        event: &DeleteEvent<'_>,
     ) -> Result<Option<Revocation>, StoreError> {
         let mut transaction = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
@@ -524,11 +561,19 @@ impl Store for PostgresStore {
         if deleted == 0 {
             return Ok(None);
         }
-        sqlx::query("DELETE FROM tasks WHERE user_id = $1")
-            .bind(id.to_string())
-            .persistent(self.persistent)
-            .execute(&mut *transaction)
-            .await?;
+        let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+            "DELETE FROM tasks WHERE user_id = $1 RETURNING ",
+            task_columns!()
+        ))
+        .bind(id.to_string())
+        .persistent(self.persistent)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let mut tasks: Vec<Task> = rows.into_iter().map(Task::from).collect();
+        tasks.sort_by_key(|task| task.id);
+        for task in &tasks {
+            append_event(&mut transaction, &event(task), self.persistent).await?;
+        }
         let revocation =
             record_revocation(&mut transaction, self.persistent, id, DELETED, now).await?;
         transaction.commit().await?;
@@ -568,8 +613,8 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
-        let mut session = self.session().await?;
+    async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
                                 title_key, description_key)
@@ -585,9 +630,10 @@ impl Store for PostgresStore {
         .bind(fold(&task.title))
         .bind(task.description.as_deref().map(fold))
         .persistent(self.persistent)
-        .execute(session.conn())
+        .execute(&mut *transaction)
         .await?;
-        session.finish().await?;
+        append_event(&mut transaction, event, self.persistent).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -608,9 +654,11 @@ impl Store for PostgresStore {
             ", counted.total FROM (SELECT count(*) AS total"
         ));
         push_filters(&mut listing, owner, query);
+        // The page also carries the title key, which the outer ORDER BY may sort on.
         listing.push(concat!(
             ") AS counted LEFT JOIN LATERAL (SELECT ",
-            task_columns!()
+            task_columns!(),
+            ", title_key"
         ));
         push_filters(&mut listing, owner, query);
         listing.push(&order);
@@ -654,8 +702,24 @@ impl Store for PostgresStore {
         change: &TaskChange,
         now: DateTime<Utc>,
         version: Option<i64>,
+        event: &UpdateEvent<'_>,
     ) -> Result<Option<Task>, StoreError> {
-        let mut session = self.session().await?;
+        let mut transaction = self.pool.begin().await?;
+        // The row as it was, locked until commit: the event depends on it (`completed` from
+        // false to true is a completion), and no other change may slip in between.
+        let before: Option<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE"
+        ))
+        .bind(owner)
+        .bind(id)
+        .persistent(self.persistent)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(before) = before else {
+            return Ok(None);
+        };
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "UPDATE tasks SET
                  title = COALESCE($3, title),
@@ -694,10 +758,19 @@ impl Store for PostgresStore {
                 .and_then(|d| d.as_ref().map(|d| fold(d.as_str()))),
         )
         .persistent(self.persistent)
-        .fetch_optional(session.conn())
+        .fetch_optional(&mut *transaction)
         .await?;
-        session.finish().await?;
-        Ok(row.map(Task::from))
+        let Some(task) = row.map(Task::from) else {
+            return Ok(None);
+        };
+        append_event(
+            &mut transaction,
+            &event(&Task::from(before), &task),
+            self.persistent,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(Some(task))
     }
 
     async fn delete_task(
@@ -705,8 +778,9 @@ impl Store for PostgresStore {
         owner: &str,
         id: Uuid,
         version: Option<i64>,
+        event: &DeleteEvent<'_>,
     ) -> Result<Option<Task>, StoreError> {
-        let mut session = self.session().await?;
+        let mut transaction = self.pool.begin().await?;
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "DELETE FROM tasks WHERE user_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)
              RETURNING ",
@@ -716,14 +790,144 @@ impl Store for PostgresStore {
         .bind(id)
         .bind(version)
         .persistent(self.persistent)
-        .fetch_optional(session.conn())
+        .fetch_optional(&mut *transaction)
         .await?;
-        session.finish().await?;
-        Ok(row.map(Task::from))
+        let Some(task) = row.map(Task::from) else {
+            return Ok(None);
+        };
+        append_event(&mut transaction, &event(&task), self.persistent).await?;
+        transaction.commit().await?;
+        Ok(Some(task))
     }
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn pending_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut session = self.session().await?;
+        let rows: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM task_events WHERE delivered_at IS NULL ORDER BY sequence LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .persistent(self.persistent)
+        .fetch_all(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(rows.into_iter().map(StoredEvent::from).collect())
+    }
+
+    async fn mark_delivered(&self, through: i64, holder: &str) -> Result<u64, StoreError> {
+        let mut session = self.session().await?;
+        let result = sqlx::query(
+            "UPDATE task_events SET delivered_at = now()
+             WHERE sequence <= $1 AND delivered_at IS NULL
+               AND EXISTS (SELECT 1 FROM event_relay_lease
+                           WHERE name = $2 AND holder = $3 AND expires_at > now())",
+        )
+        .bind(through)
+        .bind(RELAY_LEASE)
+        .bind(holder)
+        .persistent(self.persistent)
+        .execute(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn prune_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut session = self.session().await?;
+        let result = sqlx::query("DELETE FROM task_events WHERE delivered_at < $1")
+            .bind(before)
+            .persistent(self.persistent)
+            .execute(session.conn())
+            .await?;
+        session.finish().await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn event_backlog(&self) -> Result<EventBacklog, StoreError> {
+        let mut session = self.session().await?;
+        let (pending, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), min(time) FROM task_events WHERE delivered_at IS NULL",
+        )
+        .persistent(self.persistent)
+        .fetch_one(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(EventBacklog {
+            pending: pending.max(0) as u64,
+            oldest,
+        })
+    }
+
+    async fn user_events(
+        &self,
+        owner: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut session = self.session().await?;
+        let rows: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM task_events WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+        ))
+        .bind(owner)
+        .bind(after)
+        .bind(i64::from(limit))
+        .persistent(self.persistent)
+        .fetch_all(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(rows.into_iter().map(StoredEvent::from).collect())
+    }
+
+    async fn last_sequence(&self) -> Result<i64, StoreError> {
+        let mut session = self.session().await?;
+        let (sequence,): (i64,) = sqlx::query_as("SELECT sequence FROM event_log_head")
+            .persistent(self.persistent)
+            .fetch_one(session.conn())
+            .await?;
+        session.finish().await?;
+        Ok(sequence)
+    }
+
+    async fn hold_relay_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut session = self.session().await?;
+        // Taken when free or expired, renewed when ours; the database's clock decides, so
+        // instances with skewed clocks still agree.
+        let held: Option<(String,)> = sqlx::query_as(
+            "INSERT INTO event_relay_lease (name, holder, expires_at)
+             VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond')
+             ON CONFLICT (name) DO UPDATE
+                 SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                 WHERE event_relay_lease.holder = EXCLUDED.holder
+                    OR event_relay_lease.expires_at < clock_timestamp()
+             RETURNING holder",
+        )
+        .bind(RELAY_LEASE)
+        .bind(holder)
+        .bind(ttl.as_millis() as i64)
+        .persistent(self.persistent)
+        .fetch_optional(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(held.is_some())
+    }
+
+    async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let mut session = self.session().await?;
+        sqlx::query("DELETE FROM event_relay_lease WHERE name = $1 AND holder = $2")
+            .bind(RELAY_LEASE)
+            .bind(holder)
+            .persistent(self.persistent)
+            .execute(session.conn())
+            .await?;
+        session.finish().await?;
+        Ok(())
     }
 
     fn attempt_limits(&self) -> Arc<dyn AttemptLimits> {
@@ -866,4 +1070,33 @@ impl AttemptLimits for PostgresLimits {
         session.finish().await?;
         Ok(remembered)
     }
+}
+
+/// Appends `event` to the log inside `transaction`, as its last statement. Incrementing the
+/// head row takes its lock until commit, so the next writer gets the next sequence only
+/// once this one is committed: sequence order is commit order, and a reader that has seen
+/// sequence n can never later find a smaller one appear. (A BIGSERIAL hands values out at
+/// insert time, and transactions may commit in another order.) The lock is held only from
+/// this statement to the commit.
+async fn append_event(
+    transaction: &mut Transaction<'static, Postgres>,
+    event: &NewEvent,
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH head AS (UPDATE event_log_head SET sequence = sequence + 1 RETURNING sequence)
+         INSERT INTO task_events (sequence, id, user_id, type, source, subject, time, data)
+         SELECT head.sequence, $1, $2, $3, $4, $5, $6, $7 FROM head",
+    )
+    .bind(event.id)
+    .bind(&event.user_id)
+    .bind(event.event_type.as_str())
+    .bind(&event.source)
+    .bind(&event.subject)
+    .bind(NewEvent::time_now())
+    .bind(event.data.to_string())
+    .persistent(persistent)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
 }

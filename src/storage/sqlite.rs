@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{
-    FromRow,
+    FromRow, Sqlite, Transaction,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
@@ -14,7 +14,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    BACKFILL_BATCH, Store, StoreError, Taken,
+    BACKFILL_BATCH, DeleteEvent, EventBacklog, RELAY_LEASE, Store, StoreError, Taken, UpdateEvent,
     limits::{AttemptLimits, MemoryLimits},
     order_by, push_filters, push_page, task_columns, warn_email_collision,
 };
@@ -24,6 +24,7 @@ use crate::{
         revocation::{DELETED, Revocation},
     },
     config::{Database, Settings, SqliteLocation},
+    events::record::{NewEvent, StoredEvent},
     tasks::domain::{Completion, ListQuery, Task, TaskChange},
     text::fold,
 };
@@ -262,6 +263,12 @@ fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
     row.map(Task::try_from).transpose()
 }
 
+/// The columns of an event, in the order [`EventRow`] reads them.
+macro_rules! event_columns {
+    () => {
+        "sequence, id, user_id, type, source, subject, time, data"
+    };
+}
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
@@ -421,8 +428,9 @@ impl Store for SqliteStore {
         &self,
         id: Uuid,
         now: DateTime<Utc>,
+        event: &DeleteEvent<'_>,
     ) -> Result<Option<Revocation>, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *transaction)
@@ -431,10 +439,21 @@ impl Store for SqliteStore {
         if deleted == 0 {
             return Ok(None);
         }
-        sqlx::query("DELETE FROM tasks WHERE user_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *transaction)
-            .await?;
+        let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+            "DELETE FROM tasks WHERE user_id = $1 RETURNING ",
+            task_columns!()
+        ))
+        .bind(id.to_string())
+        .fetch_all(&mut *transaction)
+        .await?;
+        let mut tasks = rows
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        tasks.sort_by_key(|task| task.id);
+        for task in &tasks {
+            append_event(&mut transaction, &event(task)).await?;
+        }
         let revocation = record_revocation(&mut transaction, id, DELETED, now).await?;
         transaction.commit().await?;
         Ok(Some(revocation))
@@ -468,7 +487,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
+    async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
                                 title_key, description_key)
@@ -483,8 +503,10 @@ impl Store for SqliteStore {
         .bind(task.updated_at.timestamp_millis())
         .bind(fold(&task.title))
         .bind(task.description.as_deref().map(fold))
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        append_event(&mut transaction, event).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -541,7 +563,23 @@ impl Store for SqliteStore {
         change: &TaskChange,
         now: DateTime<Utc>,
         version: Option<i64>,
+        event: &UpdateEvent<'_>,
     ) -> Result<Option<Task>, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        // The row as it was: the event depends on it (`completed` from false to true is a
+        // completion). The write lock taken by BEGIN IMMEDIATE keeps it current.
+        let before: Option<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE user_id = $1 AND id = $2"
+        ))
+        .bind(owner)
+        .bind(id.to_string())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(before) = one_task(before)? else {
+            return Ok(None);
+        };
         let row = sqlx::query_as(concat!(
             "UPDATE tasks SET
                  title = COALESCE($3, title),
@@ -579,9 +617,14 @@ impl Store for SqliteStore {
                 .as_ref()
                 .and_then(|d| d.as_ref().map(|d| fold(d.as_str()))),
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await?;
-        one_task(row)
+        let Some(task) = one_task(row)? else {
+            return Ok(None);
+        };
+        append_event(&mut transaction, &event(&before, &task)).await?;
+        transaction.commit().await?;
+        Ok(Some(task))
     }
 
     async fn delete_task(
@@ -589,7 +632,9 @@ impl Store for SqliteStore {
         owner: &str,
         id: Uuid,
         version: Option<i64>,
+        event: &DeleteEvent<'_>,
     ) -> Result<Option<Task>, StoreError> {
+        let mut transaction = self.begin_write().await?;
         let row = sqlx::query_as(concat!(
             "DELETE FROM tasks WHERE user_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)
              RETURNING ",
@@ -598,9 +643,14 @@ impl Store for SqliteStore {
         .bind(owner)
         .bind(id.to_string())
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await?;
-        one_task(row)
+        let Some(task) = one_task(row)? else {
+            return Ok(None);
+        };
+        append_event(&mut transaction, &event(&task)).await?;
+        transaction.commit().await?;
+        Ok(Some(task))
     }
 
     async fn close(&self) {
@@ -611,4 +661,174 @@ impl Store for SqliteStore {
     fn attempt_limits(&self) -> std::sync::Arc<dyn AttemptLimits> {
         std::sync::Arc::new(MemoryLimits::default())
     }
+
+    async fn pending_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM task_events WHERE delivered_at IS NULL ORDER BY sequence LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(StoredEvent::try_from).collect()
+    }
+
+    async fn mark_delivered(&self, through: i64, holder: &str) -> Result<u64, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let result = sqlx::query(
+            "UPDATE task_events SET delivered_at = $1
+             WHERE sequence <= $2 AND delivered_at IS NULL
+               AND EXISTS (SELECT 1 FROM event_relay_lease
+                           WHERE name = $3 AND holder = $4 AND expires_at > $1)",
+        )
+        .bind(now)
+        .bind(through)
+        .bind(RELAY_LEASE)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn prune_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM task_events WHERE delivered_at < $1")
+            .bind(before.timestamp_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn event_backlog(&self) -> Result<EventBacklog, StoreError> {
+        let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), min(time) FROM task_events WHERE delivered_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(EventBacklog {
+            pending: pending.max(0) as u64,
+            oldest: oldest.map(from_millis).transpose()?,
+        })
+    }
+
+    async fn user_events(
+        &self,
+        owner: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM task_events WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+        ))
+        .bind(owner)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(StoredEvent::try_from).collect()
+    }
+
+    async fn last_sequence(&self) -> Result<i64, StoreError> {
+        let (sequence,): (i64,) = sqlx::query_as("SELECT sequence FROM event_log_head")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sequence)
+    }
+
+    async fn hold_relay_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        // Several processes may share one SQLite file on one host, so one clock serves.
+        let now = Utc::now().timestamp_millis();
+        let held: Option<(String,)> = sqlx::query_as(
+            "INSERT INTO event_relay_lease (name, holder, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE
+                 SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE event_relay_lease.holder = excluded.holder
+                    OR event_relay_lease.expires_at < $4
+             RETURNING holder",
+        )
+        .bind(RELAY_LEASE)
+        .bind(holder)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM event_relay_lease WHERE name = $1 AND holder = $2")
+            .bind(RELAY_LEASE)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// A transaction that holds the write lock from its start: one that read first and then
+    /// wrote could fail at once (SQLITE_BUSY) when another writer committed in between, where
+    /// BEGIN IMMEDIATE waits its turn under the busy timeout.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+#[derive(FromRow)]
+struct EventRow {
+    sequence: i64,
+    id: String,
+    user_id: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    source: String,
+    subject: String,
+    time: i64,
+    data: String,
+}
+
+impl TryFrom<EventRow> for StoredEvent {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Self, Self::Error> {
+        Ok(StoredEvent {
+            sequence: row.sequence,
+            id: parse_uuid(&row.id)?,
+            event_type: row.event_type,
+            source: row.source,
+            subject: row.subject,
+            user_id: row.user_id,
+            time: from_millis(row.time)?,
+            data: row.data,
+        })
+    }
+}
+
+/// Appends `event` to the log inside `transaction`. SQLite has one writer at a time, holding
+/// its lock until commit, so sequence order is commit order.
+async fn append_event(
+    transaction: &mut Transaction<'static, Sqlite>,
+    event: &NewEvent,
+) -> Result<(), sqlx::Error> {
+    let (sequence,): (i64,) =
+        sqlx::query_as("UPDATE event_log_head SET sequence = sequence + 1 RETURNING sequence")
+            .fetch_one(&mut **transaction)
+            .await?;
+    sqlx::query(
+        "INSERT INTO task_events (sequence, id, user_id, type, source, subject, time, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(sequence)
+    .bind(event.id.to_string())
+    .bind(&event.user_id)
+    .bind(event.event_type.as_str())
+    .bind(&event.source)
+    .bind(&event.subject)
+    .bind(NewEvent::time_now().timestamp_millis())
+    .bind(event.data.to_string())
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! Tasks: the domain types, the `/api/{user_id}/tasks` routes, and [`TaskService`], through
-//! which every task change passes (and is announced as a [`events::TaskEvent`]).
+//! which every task change passes (and which decides the event it makes, see
+//! [`crate::events`]).
 
 pub mod domain;
-pub mod events;
 mod routes;
 mod service;
 

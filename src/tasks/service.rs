@@ -1,26 +1,37 @@
-//! [`TaskService`]: task reads and writes for one owner, each write announced once committed.
+//! [`TaskService`]: task reads and writes for one owner. It is the one place that decides
+//! which event a change makes; the store writes that event in the change's own transaction.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{
-    domain::{ListQuery, NewTask, Task, TaskChange, TaskPage, now_millis},
-    events::{TaskEvent, TaskEvents},
+use super::domain::{ListQuery, NewTask, Task, TaskChange, TaskPage, now_millis};
+use crate::{
+    auth::revocation::Revocation,
+    error::ApiError,
+    events::{
+        Events,
+        record::{EventType, NewEvent},
+    },
+    extract::IfMatch,
+    storage::Store,
 };
-use crate::{error::ApiError, extract::IfMatch, storage::Store};
 
 const TASK_NOT_FOUND: ApiError = ApiError::NotFound("no such task");
 
 #[derive(Clone)]
 pub struct TaskService {
     store: Arc<dyn Store>,
-    events: Arc<dyn TaskEvents>,
+    events: Events,
 }
 
 impl TaskService {
-    pub fn new(store: Arc<dyn Store>, events: Arc<dyn TaskEvents>) -> Self {
+    pub fn new(store: Arc<dyn Store>, events: Events) -> Self {
         Self { store, events }
+    }
+
+    fn event(&self, event_type: EventType, task: &Task) -> NewEvent {
+        NewEvent::new(event_type, self.events.source(), task)
     }
 
     pub async fn create(&self, owner: &str, new: NewTask) -> Result<Task, ApiError> {
@@ -35,8 +46,9 @@ impl TaskService {
             updated_at: now,
             version: 1,
         };
-        self.store.insert_task(&task).await?;
-        self.events.publish(TaskEvent::Created(task.clone()));
+        let event = self.event(EventType::Created, &task);
+        self.store.insert_task(&task, &event).await?;
+        self.events.committed();
         Ok(task)
     }
 
@@ -57,12 +69,22 @@ impl TaskService {
         condition: Option<&IfMatch>,
     ) -> Result<Task, ApiError> {
         let version = self.expected_version(owner, id, condition).await?;
+        // A change that sets `completed` from false to true is a completion; any other
+        // change (un-completing, retitling, completing again) is an update.
+        let event = |before: &Task, after: &Task| {
+            let event_type = if !before.completed && after.completed {
+                EventType::Completed
+            } else {
+                EventType::Updated
+            };
+            self.event(event_type, after)
+        };
         let task = self
             .store
-            .update_task(owner, id, change, now_millis(), version)
+            .update_task(owner, id, change, now_millis(), version, &event)
             .await?
             .ok_or_else(|| missing(version))?;
-        self.events.publish(TaskEvent::Updated(task.clone()));
+        self.events.committed();
         Ok(task)
     }
 
@@ -73,13 +95,26 @@ impl TaskService {
         condition: Option<&IfMatch>,
     ) -> Result<Task, ApiError> {
         let version = self.expected_version(owner, id, condition).await?;
+        let event = |task: &Task| self.event(EventType::Deleted, task);
         let task = self
             .store
-            .delete_task(owner, id, version)
+            .delete_task(owner, id, version, &event)
             .await?
             .ok_or_else(|| missing(version))?;
-        self.events.publish(TaskEvent::Deleted(task.clone()));
+        self.events.committed();
         Ok(task)
+    }
+
+    /// Deletes the local account `id` and all its tasks in one transaction, with a
+    /// `todo.task.deleted` event for each task, and revokes its tokens; `None` when there is
+    /// no such account.
+    pub async fn delete_account(&self, id: Uuid) -> Result<Option<Revocation>, ApiError> {
+        let event = |task: &Task| self.event(EventType::Deleted, task);
+        let revocation = self.store.delete_account(id, now_millis(), &event).await?;
+        if revocation.is_some() {
+            self.events.committed();
+        }
+        Ok(revocation)
     }
 
     /// The version a conditional write must find: the current one, if `condition` accepts
