@@ -110,12 +110,7 @@ impl Application {
             tasks: TaskService::new(store.clone(), events),
             store: store.clone(),
             tokens: Arc::new(TokenVerifier::new(&secret, &settings, jwks.clone())),
-            passwords: PasswordHasher::start(
-                settings.bcrypt_cost,
-                settings.password_hash_concurrency,
-                settings.password_hash_queue,
-            )
-            .await?,
+            passwords: PasswordHasher::start(&settings)?,
             rate_limits: Arc::new(AuthRateLimits::new(&settings)),
             max_page_size: settings.max_page_size,
         };
