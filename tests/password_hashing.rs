@@ -13,7 +13,6 @@ mod process;
 use std::time::{Duration, Instant};
 
 use common::Backend;
-use futures_util::future::join_all;
 use process::{ServerProcess, TestDatabase};
 use reqwest::StatusCode;
 use serde_json::json;
