@@ -234,9 +234,10 @@ run_login() {
     wait_wrk
     record "$db" login "$CONNECTIONS"
     record "$db" list-during-login "$LIST_CONNECTIONS"
-    LOGIN_SUMMARIES+=("$db: $LOGIN_OK_RPS logins/s; list at $LIST_CONNECTIONS connections: p50 ${LIST_P50[$db-list-alone]} ms alone," \
-        "${LIST_P50[$db-list-during-login]} ms during the flood; p99 ${LIST_P99[$db-list-alone]} ms alone," \
-        "${LIST_P99[$db-list-during-login]} ms during the flood")
+    local summary="$db: $LOGIN_OK_RPS logins/s; list at $LIST_CONNECTIONS connections:"
+    summary+=" p50 ${LIST_P50[$db-list-alone]} ms alone, ${LIST_P50[$db-list-during-login]} ms during the flood;"
+    summary+=" p99 ${LIST_P99[$db-list-alone]} ms alone, ${LIST_P99[$db-list-during-login]} ms during the flood"
+    LOGIN_SUMMARIES+=("$summary")
 }
 
 bench_database() {
