@@ -10,8 +10,8 @@
 # auth rate limits off, every other setting at its default, signs up one user with 100
 # tasks, then measures with wrk:
 #   1. the task-list load alone:   GET /api/{id}/tasks, bearer token, 20 connections;
-#   2. the same list load, while a login flood runs at the same time:
-#                                   POST /api/auth/login (JSON), 100 connections.
+#   2. a login flood alone:        POST /api/auth/login (JSON), 100 connections;
+#   3. the two at the same time.
 # and prints, for each, requests/s, median and p99 latency and the responses by status.
 # Logins wait for the hashing pool (one low-priority thread per core); one that would wait
 # longer than PASSWORD_HASH_MAX_WAIT_SECONDS gets a 503 at once: that is the bound at work.
@@ -119,9 +119,7 @@ wait_wrk() {
 
 ROWS=()        # "measurement|load|conns|requests|req/s|ok/s|p50 ms|p99 ms|max ms|statuses|socket"
 declare -A LIST_OK=() LIST_RPS=() LIST_P50=() LIST_P99=()
-FLOOD_503=0
-FLOOD_OK=0
-FLOOD_OK_RPS=0
+declare -A FLOOD_OK=() FLOOD_OK_RPS=() FLOOD_503=()
 
 fmt_ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
 
@@ -151,9 +149,10 @@ record() {
     local socket_errors=$((BENCH[connect] + BENCH[read] + BENCH[write] + BENCH[timeout]))
     ROWS+=("$measurement|$load|$connections|$requests|$rps|$ok_rps|$p50|$p99|$max|${statuses:-none}|$socket")
     if [[ "$load" == login ]]; then
-        FLOOD_OK=$ok
-        FLOOD_OK_RPS=$ok_rps
-        [[ " ${statuses} " =~ \ 503:([0-9]+)\  ]] && FLOOD_503=${BASH_REMATCH[1]}
+        FLOOD_OK[$measurement]=$ok
+        FLOOD_OK_RPS[$measurement]=$ok_rps
+        FLOOD_503[$measurement]=0
+        [[ " ${statuses} " =~ \ 503:([0-9]+)\  ]] && FLOOD_503[$measurement]=${BASH_REMATCH[1]}
     fi
     if [[ "$load" == list ]]; then
         LIST_OK[$measurement]=$((ok == requests && socket_errors == 0 && requests > 0))
@@ -191,7 +190,13 @@ start_wrk list-alone list "$LIST_CONNECTIONS"
 wait_wrk || { cat "$WORK_DIR/list-alone.txt" >&2; die "wrk failed"; }
 record list-alone alone list "$LIST_CONNECTIONS"
 
-# 2. The login flood and the list load at the same time, for the same duration.
+# 2. The login flood alone: what logins get of the machine's bcrypt ceiling.
+start_wrk flood-alone login "$FLOOD_CONNECTIONS"
+wait_wrk || { cat "$WORK_DIR/flood-alone.txt" >&2; die "wrk failed"; }
+record flood-alone alone login "$FLOOD_CONNECTIONS"
+
+# 3. The login flood and the list load at the same time, for the same duration: what the
+# flood costs the task routes (the hashing threads yield to them, so the flood gets less).
 start_wrk flood login "$FLOOD_CONNECTIONS"
 start_wrk list-flood list "$LIST_CONNECTIONS"
 wait_wrk || { cat "$WORK_DIR/flood.txt" "$WORK_DIR/list-flood.txt" >&2; die "wrk failed"; }
@@ -233,19 +238,23 @@ p99_change=$(awk -v a="${LIST_P99[alone]}" -v f="${LIST_P99["during flood"]}" \
     'BEGIN { if (a > 0) printf "%+.0f%%", 100 * (f - a) / a; else printf "n/a" }')
 # The machine's bcrypt ceiling: every core hashing, at what one login took on the idle server.
 ceiling=$(awk -v n="$NPROC" -v ms="$SINGLE_LOGIN_MS" 'BEGIN { printf "%.1f", (ms > 0 ? n * 1000 / ms : 0) }')
-of_ceiling=$(awk -v ok="$FLOOD_OK_RPS" -v c="$ceiling" 'BEGIN { printf "%.0f", (c > 0 ? 100 * ok / c : 0) }')
+of_ceiling=$(awk -v ok="${FLOOD_OK_RPS[alone]}" -v c="$ceiling" 'BEGIN { printf "%.0f", (c > 0 ? 100 * ok / c : 0) }')
 echo "List load during the flood: ${LIST_RPS["during flood"]} req/s (${ratio}% of ${LIST_RPS[alone]} alone)," \
     "p50 ${LIST_P50["during flood"]} ms (alone ${LIST_P50[alone]}), p99 ${LIST_P99["during flood"]} ms" \
     "(alone ${LIST_P99[alone]}; $p99_change)."
-echo "Login flood: $FLOOD_OK_RPS logins/s, ${of_ceiling}% of the bcrypt ceiling of about $ceiling/s"
-echo "             ($NPROC cores / ${SINGLE_LOGIN_MS} ms per login on the idle server)."
-if ((FLOOD_503 > 0)); then
-    echo "             $FLOOD_OK logins succeeded; $FLOOD_503 were refused at once with 503: their wait for the"
-    echo "             hashing pool would have passed PASSWORD_HASH_MAX_WAIT_SECONDS (or the queue its count)."
-else
-    echo "             $FLOOD_OK logins succeeded, none got 503: all $FLOOD_CONNECTIONS connections fit within the"
-    echo "             hashing pool's wait bound, so they waited their turn."
-fi
+echo "Login flood alone: ${FLOOD_OK_RPS[alone]} logins/s, ${of_ceiling}% of the bcrypt ceiling of about $ceiling/s"
+echo "             ($NPROC cores / ${SINGLE_LOGIN_MS} ms per login on the idle server); beside the list load:"
+echo "             ${FLOOD_OK_RPS["during flood"]} logins/s."
+for measurement in alone "during flood"; do
+    refused=${FLOOD_503[$measurement]}
+    if ((refused > 0)); then
+        echo "Flood $measurement: ${FLOOD_OK[$measurement]} logins succeeded; ${FLOOD_503[$measurement]} were refused at once with 503:"
+        echo "             their wait for the hashing pool would have passed PASSWORD_HASH_MAX_WAIT_SECONDS."
+    else
+        echo "Flood $measurement: ${FLOOD_OK[$measurement]} logins succeeded, none got 503: all $FLOOD_CONNECTIONS connections"
+        echo "             fit within the hashing pool's wait bound, so they waited their turn."
+    fi
+done
 if [[ "${LIST_OK["during flood"]}" == 1 ]]; then
     echo "PASS: every list request during the flood was answered 2xx within $LIST_TIMEOUT: the logins hashed"
     echo "      on the low-priority pool, which yields the CPU to the task routes."
