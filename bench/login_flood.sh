@@ -247,12 +247,14 @@ echo "             ($NPROC cores / ${SINGLE_LOGIN_MS} ms per login on the idle s
 echo "             ${FLOOD_OK_RPS["during flood"]} logins/s."
 for measurement in alone "during flood"; do
     refused=${FLOOD_503[$measurement]}
+    label="The flood alone"
+    [[ "$measurement" == alone ]] || label="Beside the list load"
     if ((refused > 0)); then
-        echo "Flood $measurement: ${FLOOD_OK[$measurement]} logins succeeded; ${FLOOD_503[$measurement]} were refused at once with 503:"
+        echo "$label: ${FLOOD_OK[$measurement]} logins succeeded; $refused were refused at once with 503:"
         echo "             their wait for the hashing pool would have passed PASSWORD_HASH_MAX_WAIT_SECONDS."
     else
-        echo "Flood $measurement: ${FLOOD_OK[$measurement]} logins succeeded, none got 503: all $FLOOD_CONNECTIONS connections"
-        echo "             fit within the hashing pool's wait bound, so they waited their turn."
+        echo "$label: ${FLOOD_OK[$measurement]} logins succeeded, none got 503: all $FLOOD_CONNECTIONS"
+        echo "             connections fit within the hashing pool's wait bound, so they waited their turn."
     fi
 done
 if [[ "${LIST_OK["during flood"]}" == 1 ]]; then
