@@ -6,9 +6,11 @@
 //! request that times out) only drops its receiver: a job not yet started is then skipped,
 //! a job already running finishes on its thread, so at most `password_hash_concurrency`
 //! hashes ever run at once whatever clients do. The queue is bounded by the wait it implies
-//! — jobs ahead, divided by the threads, times the measured time of one hash, must stay
+//! — jobs ahead, divided by the threads, times the measured CPU time of one hash, must stay
 //! within `password_hash_max_wait` — and by a hard count (`password_hash_queue`) for
 //! memory; past either, sign-up and login get a 503 at once instead of queueing without end.
+//! The request timeout still bounds a wait that the task routes stretch by taking the CPU,
+//! and a job whose request timed out is skipped.
 //!
 //! The pool threads run at nice 19, so hashing takes every core the task routes leave idle
 //! and yields to them the moment they need it. On Linux the nice value is per thread.
@@ -21,7 +23,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::sync::oneshot;
@@ -196,8 +198,8 @@ impl PasswordHasher {
         self.pool.shared.skipped.load(Ordering::Relaxed)
     }
 
-    /// The moving average of one hash's wall-clock time on a pool thread (the seed guessed
-    /// from the cost until a hash has been timed).
+    /// The moving average of one hash's CPU time on a pool thread (the seed guessed from the
+    /// cost until a hash has been timed).
     pub fn hash_time(&self) -> Duration {
         self.pool.shared.lock().hash_time
     }
@@ -264,7 +266,7 @@ struct Shared {
 struct State {
     queue: VecDeque<Box<dyn Job>>,
     running: usize,
-    /// Moving average of one hash's wall-clock time on a pool thread.
+    /// Moving average of one hash's CPU time on a pool thread.
     hash_time: Duration,
     measured: bool,
     closed: bool,
@@ -398,7 +400,7 @@ fn work(shared: &Shared) {
                 }
             }
         };
-        let started = Instant::now();
+        let started = thread_cpu_time();
         // A panic in bcrypt must not take a pool thread with it; its job's receiver then
         // sees a dropped sender and the request gets a 500.
         let finished = catch_unwind(AssertUnwindSafe(|| job.compute())).is_ok();
@@ -421,6 +423,40 @@ fn work(shared: &Shared) {
         }
         job.deliver();
     }
+}
+
+/// The CPU time the calling thread has used, to time one hash by the work it is rather than
+/// by the wall clock: a wall-clock time grows whenever the task routes (or 503s answered at
+/// normal priority to clients that retry at once) take the CPU from the low-priority pool,
+/// which would shrink the admitted queue, refuse more, and so feed on itself.
+struct ThreadCpuTime(Duration);
+
+impl ThreadCpuTime {
+    fn elapsed(&self) -> Duration {
+        thread_cpu_time().0.saturating_sub(self.0)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn thread_cpu_time() -> ThreadCpuTime {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` we own; this clock always exists on
+    // Linux, and on the impossible failure the zero written above stands.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    ThreadCpuTime(Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    ))
+}
+
+/// Elsewhere, the wall clock since the process started stands in.
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_time() -> ThreadCpuTime {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ThreadCpuTime(START.get_or_init(std::time::Instant::now).elapsed())
 }
 
 /// Lowers the calling thread (only it: on Linux the nice value is per thread) to nice 19.
@@ -450,6 +486,8 @@ fn lower_priority() -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn hasher(cost: u32, threads: usize) -> PasswordHasher {
