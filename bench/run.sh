@@ -17,6 +17,9 @@ Environment (all optional):
   THREADS         wrk threads (default 2)
   WRK_TIMEOUT     wrk request timeout for the task endpoints (default 2s, wrk's default)
   LOGIN_TIMEOUT   wrk request timeout for login (default 60s: logins queue behind bcrypt)
+  LIST_CONNECTIONS
+                  connections of the list load measured alone and during the login flood
+                  (default 20, one wrk thread)
   SEED_TASKS      tasks created for the benchmark user before the runs (default 1000)
   PG_HOST, PG_PORT, PG_USER, PG_DB
                   PostgreSQL server and the scratch database that is dropped and
@@ -41,6 +44,7 @@ CONNECTIONS=${CONNECTIONS:-100}
 THREADS=${THREADS:-2}
 WRK_TIMEOUT=${WRK_TIMEOUT:-2s}
 LOGIN_TIMEOUT=${LOGIN_TIMEOUT:-60s}
+LIST_CONNECTIONS=${LIST_CONNECTIONS:-20}
 SEED_TASKS=${SEED_TASKS:-1000}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
@@ -65,6 +69,9 @@ BENCH_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../scripts/lib/service.sh
 source "$BENCH_DIR/../scripts/lib/service.sh"
 LUA_SCRIPT="$BENCH_DIR/request.lua"
+# request.lua plus a count of the responses by status, for the login flood and the list
+# load beside it (its per-response hook is why the task endpoints' own runs do not use it).
+STATUS_LUA_SCRIPT="$BENCH_DIR/login_flood.lua"
 BIN=""   # set after the build, from cargo's own idea of the target directory
 
 # ---------------------------------------------------------------------------------------
@@ -113,14 +120,18 @@ seed() {
 # ---------------------------------------------------------------------------------------
 # Measurement
 # ---------------------------------------------------------------------------------------
-RESULTS=()   # "db|endpoint|requests|req/s|ok/s|p50 ms|p99 ms|non2xx|connect/read/write/timeout"
+RESULTS=()   # "db|endpoint|conns|requests|req/s|ok/s|p50 ms|p99 ms|non2xx|socket|statuses"
 ANY_ERRORS=0
+declare -A LIST_P50=() LIST_P99=()
+LOGIN_SUMMARIES=()
 
 fmt_ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 
-# run_wrk DB ENDPOINT
-run_wrk() {
-    local db=$1 endpoint=$2 method=GET path body="" token="$TOKEN" timeout=$WRK_TIMEOUT
+# start_wrk DB ENDPOINT NAME CONNECTIONS THREADS SCRIPT: runs wrk in the background, its
+# output in $WORK_DIR/wrk-DB-NAME.txt.
+start_wrk() {
+    local db=$1 endpoint=$2 name=$3 connections=$4 threads=$5 script=$6
+    local method=GET path body="" token="$TOKEN" timeout=$WRK_TIMEOUT
     case "$endpoint" in
         list) path="/api/$USER_ID/tasks" ;;
         get) path="/api/$USER_ID/tasks/$TASK_ID" ;;
@@ -138,15 +149,27 @@ run_wrk() {
             ;;
         *) die "unknown endpoint $endpoint" ;;
     esac
-
-    log "$db $endpoint: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout $timeout $method $path"
-    local out="$WORK_DIR/wrk-$db-$endpoint.txt"
+    log "$db $name: wrk -t$threads -c$connections -d$DURATION --timeout $timeout $method $path"
     BENCH_METHOD=$method BENCH_BODY=$body BENCH_TOKEN=$token \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$timeout" --latency \
-        -s "$LUA_SCRIPT" "$BASE_URL$path" >"$out" 2>&1 ||
-        { cat "$out" >&2; die "wrk failed"; }
-    [[ "$VERBOSE" == 1 ]] && cat "$out" >&2
+        wrk -t"$threads" -c"$connections" -d"$DURATION" --timeout "$timeout" --latency \
+        -s "$script" "$BASE_URL$path" >"$WORK_DIR/wrk-$db-$name.txt" 2>&1 &
+    BACKGROUND_PIDS+=($!)
+}
 
+# wait_wrk: waits for every wrk started; dies (printing their output) if one failed.
+wait_wrk() {
+    local pid status=0
+    for pid in "${BACKGROUND_PIDS[@]}"; do
+        wait "$pid" || status=$?
+    done
+    BACKGROUND_PIDS=()
+    ((status == 0)) || { cat "$WORK_DIR"/wrk-*.txt >&2; die "wrk failed"; }
+}
+
+# record DB NAME CONNECTIONS: parses $WORK_DIR/wrk-DB-NAME.txt into a table row.
+record() {
+    local db=$1 name=$2 connections=$3 out="$WORK_DIR/wrk-$1-$2.txt"
+    [[ "$VERBOSE" == 1 ]] && cat "$out" >&2
     read_bench_result "$out" || { cat "$out" >&2; die "no result line in wrk output"; }
     local requests=${BENCH[requests]} non2xx=${BENCH[non2xx]}
     local connect=${BENCH[connect]} reads=${BENCH[read]} writes=${BENCH[write]} timeouts=${BENCH[timeout]}
@@ -161,17 +184,64 @@ run_wrk() {
         p50="-"
         p99="-"
     fi
+    # The status counts, where the script kept them (login_flood.lua): "200:n 503:m".
+    local statuses="-" fields kv
+    if grep -q '^BENCH_STATUS' "$out"; then
+        read -ra fields <<<"$(grep '^BENCH_STATUS' "$out" | sed 's/^BENCH_STATUS//')"
+        statuses=""
+        for kv in ${fields[@]+"${fields[@]}"}; do
+            statuses+="${statuses:+ }${kv%%=*}:${kv#*=}"
+        done
+        statuses=${statuses:-none}
+    fi
     local socket="$connect/$reads/$writes/$timeouts"
     local flag=""
     if ((non2xx + connect + reads + writes + timeouts > 0 || requests == 0)); then
         flag=" !"
         ANY_ERRORS=1
     fi
-    RESULTS+=("$db|$endpoint|$requests|$rps|$ok_rps|$p50|$p99|$non2xx|$socket$flag")
+    RESULTS+=("$db|$name|$connections|$requests|$rps|$ok_rps|$p50|$p99|$non2xx|$socket$flag|$statuses")
+    case "$name" in
+        login | login-with-list) LOGIN_OK_RPS=$ok_rps ;;
+        list-alone | list-during-login)
+            LIST_P50[$db-$name]=$p50
+            LIST_P99[$db-$name]=$p99
+            ;;
+    esac
     kill -0 "$SERVER_PID" 2>/dev/null || {
         cat "$WORK_DIR/server.log" >&2
-        die "the server died during the $endpoint run"
+        die "the server died during the $name run"
     }
+}
+
+# run_wrk DB ENDPOINT: one endpoint alone, at CONNECTIONS and THREADS.
+run_wrk() {
+    start_wrk "$1" "$2" "$2" "$CONNECTIONS" "$THREADS" "$LUA_SCRIPT"
+    wait_wrk
+    record "$1" "$2" "$CONNECTIONS"
+}
+
+# run_login DB: a list load of LIST_CONNECTIONS alone, the login flood (CONNECTIONS,
+# THREADS) alone, then the two together: what a flood gets of the bcrypt ceiling, and what
+# it costs the task routes (the hashing threads yield to them, so the flood gets less then).
+run_login() {
+    local db=$1
+    start_wrk "$db" list list-alone "$LIST_CONNECTIONS" 1 "$STATUS_LUA_SCRIPT"
+    wait_wrk
+    record "$db" list-alone "$LIST_CONNECTIONS"
+    start_wrk "$db" login login "$CONNECTIONS" "$THREADS" "$STATUS_LUA_SCRIPT"
+    wait_wrk
+    record "$db" login "$CONNECTIONS"
+    local alone=$LOGIN_OK_RPS
+    start_wrk "$db" login login-with-list "$CONNECTIONS" "$THREADS" "$STATUS_LUA_SCRIPT"
+    start_wrk "$db" list list-during-login "$LIST_CONNECTIONS" 1 "$STATUS_LUA_SCRIPT"
+    wait_wrk
+    record "$db" login-with-list "$CONNECTIONS"
+    record "$db" list-during-login "$LIST_CONNECTIONS"
+    local summary="$db: $alone logins/s alone, $LOGIN_OK_RPS beside the list load; list at $LIST_CONNECTIONS connections:"
+    summary+=" p50 ${LIST_P50[$db-list-alone]} ms alone, ${LIST_P50[$db-list-during-login]} ms during the flood;"
+    summary+=" p99 ${LIST_P99[$db-list-alone]} ms alone, ${LIST_P99[$db-list-during-login]} ms during the flood"
+    LOGIN_SUMMARIES+=("$summary")
 }
 
 bench_database() {
@@ -195,7 +265,11 @@ bench_database() {
     seed
     local endpoint
     for endpoint in "${ENDPOINTS[@]}"; do
-        run_wrk "$db" "$endpoint"
+        if [[ "$endpoint" == login ]]; then
+            run_login "$db"
+        else
+            run_wrk "$db" "$endpoint"
+        fi
     done
     if [[ -s "$WORK_DIR/server.log" ]]; then
         log "the server logged $(wc -l <"$WORK_DIR/server.log") warning/error lines during the $db runs; the last 10:"
@@ -209,11 +283,11 @@ bench_database() {
 }
 
 print_table() {
-    local header="database|endpoint|requests|req/s|ok/s|p50 ms|p99 ms|non-2xx|socket errors (conn/read/write/timeout)"
+    local header="database|run|conns|requests|req/s|ok/s|p50 ms|p99 ms|non-2xx|socket errors (conn/read/write/timeout)|responses by status"
     {
         echo "$header"
         printf '%s\n' "${RESULTS[@]}"
-    } | print_columns 1 2
+    } | print_columns 1 2 10
 }
 
 # ---------------------------------------------------------------------------------------
@@ -246,11 +320,16 @@ echo "  NOTE:       wrk (the load generator) runs on this same machine, sharing 
 echo "              with the server (and PostgreSQL): figures are a lower bound, not a capacity."
 echo "  build:      $COMMIT, ${BIN#"$REPO_ROOT"/}"
 echo "  server:     RUST_LOG=warn BCRYPT_COST=12 ${SERVER_DEFAULT_ENV[*]}${SERVER_ENV:+ $SERVER_ENV}; other settings at their defaults"
-echo "  wrk:        -t$THREADS -c$CONNECTIONS -d$DURATION --latency; timeout $WRK_TIMEOUT (tasks), $LOGIN_TIMEOUT (login)"
+echo "  wrk:        -t$THREADS -c$CONNECTIONS -d$DURATION --latency; timeout $WRK_TIMEOUT (tasks), $LOGIN_TIMEOUT (login);"
+echo "              list-alone and list-during-login: -t1 -c$LIST_CONNECTIONS, the second while the login run goes on"
 echo "  data:       1 user with $SEED_TASKS seeded tasks; list = first page of 20 (runs before create)"
 echo "  columns:    req/s counts every response, ok/s only those below 400; latencies are of all responses"
 echo
 print_table
+echo
+for summary in ${LOGIN_SUMMARIES[@]+"${LOGIN_SUMMARIES[@]}"}; do
+    echo "Login flood, $summary."
+done
 echo
 if ((ANY_ERRORS)); then
     echo "WARNING: rows marked '!' had non-2xx responses, socket errors or no completed requests;"

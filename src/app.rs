@@ -110,12 +110,7 @@ impl Application {
         };
         let revocations = Revocations::load(store.as_ref()).await?;
         let revocation_sync = revocations.spawn_sync(store.clone());
-        let passwords = PasswordHasher::start(
-            settings.bcrypt_cost,
-            settings.password_hash_concurrency,
-            settings.password_hash_queue,
-        )
-        .await?;
+        let passwords = PasswordHasher::start(&settings)?;
         let events = Events::new(store.clone(), settings.events.clone());
         let observer = Arc::new(Observer::new(
             metrics(&passwords, jwks.clone(), &events),
@@ -219,6 +214,12 @@ fn metrics(
         "password_hash_queue_depth",
         "Password hashes waiting for a hashing thread",
         move || i64::try_from(hasher.queue_depth()).unwrap_or(i64::MAX),
+    );
+    let hasher = passwords.clone();
+    metrics.sample_gauge(
+        "password_hash_running",
+        "Password hashes running on the hashing pool's threads",
+        move || i64::try_from(hasher.running()).unwrap_or(i64::MAX),
     );
     metrics.sample_counter(
         "jwks_fetch_failures",

@@ -107,9 +107,10 @@ pub struct Settings {
     pub auth_rate_limit_per_account_global: Option<u32>,
     /// Peers whose forwarding header names the client address (`TRUSTED_PROXIES`).
     pub trusted_proxies: TrustedProxies,
-    /// bcrypt computations running at once.
+    /// Threads of the password hashing pool: bcrypt computations running at once.
     pub password_hash_concurrency: usize,
-    /// bcrypt computations allowed to wait; beyond that, sign-up and login get a 503.
+    /// bcrypt computations allowed to wait beyond those running, whatever their wait (a
+    /// bound on memory); beyond that, sign-up and login get a 503.
     pub password_hash_queue: usize,
     /// A connection must deliver a complete request head within this (and an idle
     /// keep-alive connection is closed after it), so slow or silent clients cannot hold
@@ -124,6 +125,9 @@ pub struct Settings {
     pub metrics_token: Option<Secret>,
     /// Task events: outbox, relay, sinks and feed (`EVENTS_*`, `DAPR_*`).
     pub events: crate::events::EventSettings,
+    /// The longest a sign-up or login may expect to wait for its hash (queue and hash); one
+    /// that would wait longer gets a 503 at once. Below `request_timeout`.
+    pub password_hash_max_wait: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://todo.db";
@@ -182,10 +186,14 @@ impl Settings {
             auth_rate_limit_per_account: 10,
             auth_rate_limit_per_account_global: None,
             trusted_proxies: TrustedProxies::default(),
-            // Leave a core to the task routes while logins hash.
-            password_hash_concurrency: std::thread::available_parallelism()
-                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
-            password_hash_queue: 64,
+            // Every core: the pool threads run at the lowest priority, so the task routes
+            // still get a core the moment they need it.
+            password_hash_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Room for 100 logins at once and then some; the wait bound usually decides first.
+            password_hash_queue: 256,
+            // 100 logins at once at cost 12 on two cores wait about 12 s: they all fit, with
+            // room left within the 30 s request timeout for the database and the answer.
+            password_hash_max_wait: Duration::from_secs(20),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             jwks_max_age: Duration::from_secs(300),
@@ -402,6 +410,27 @@ impl Settings {
             settings.metrics_token = Some(Secret::new(value));
         }
         settings.events = crate::events::EventSettings::from_lookup(get)?;
+        match get("PASSWORD_HASH_MAX_WAIT_SECONDS") {
+            Some(value) => {
+                let seconds = parse_in_range("PASSWORD_HASH_MAX_WAIT_SECONDS", &value, 1, 3600)?;
+                if Duration::from_secs(seconds) >= settings.request_timeout {
+                    return Err(ConfigError::new(
+                        "PASSWORD_HASH_MAX_WAIT_SECONDS",
+                        format!(
+                            "must be less than REQUEST_TIMEOUT_SECONDS ({}), or a login admitted to wait would time out",
+                            settings.request_timeout.as_secs()
+                        ),
+                    ));
+                }
+                settings.password_hash_max_wait = Duration::from_secs(seconds);
+            }
+            // A shorter request timeout shortens the default wait with it.
+            None => {
+                settings.password_hash_max_wait = settings
+                    .password_hash_max_wait
+                    .min(settings.request_timeout * 2 / 3);
+            }
+        }
         if let Some(value) = get("LOG_FORMAT") {
             settings.log_format = match value.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,
@@ -702,6 +731,31 @@ mod tests {
             assert_eq!(error.variable, name, "{name}={value}");
             assert!(!error.to_string().contains("short-token"));
         }
+    }
+
+    #[test]
+    fn the_hashing_wait_is_bounded_below_the_request_timeout() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.password_hash_max_wait, Duration::from_secs(20));
+        assert_eq!(defaults.password_hash_queue, 256);
+        assert!(defaults.password_hash_concurrency >= 1);
+
+        let set = parse(&[("PASSWORD_HASH_MAX_WAIT_SECONDS", "5")]).unwrap();
+        assert_eq!(set.password_hash_max_wait, Duration::from_secs(5));
+        for value in ["0", "30", "ten"] {
+            let error = parse(&[("PASSWORD_HASH_MAX_WAIT_SECONDS", value)]).unwrap_err();
+            assert_eq!(error.variable, "PASSWORD_HASH_MAX_WAIT_SECONDS", "{value}");
+        }
+        let shorter = parse(&[("REQUEST_TIMEOUT_SECONDS", "6")]).unwrap();
+        assert_eq!(shorter.password_hash_max_wait, Duration::from_secs(4));
+        // The settings of before stay accepted.
+        let old = parse(&[
+            ("PASSWORD_HASH_CONCURRENCY", "1"),
+            ("PASSWORD_HASH_QUEUE", "64"),
+        ])
+        .unwrap();
+        assert_eq!(old.password_hash_concurrency, 1);
+        assert_eq!(old.password_hash_queue, 64);
     }
 
     #[test]

@@ -604,6 +604,52 @@ on_both_backends! {
         assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{statuses:?}");
     }
 
+    async fn logins_whose_wait_would_pass_the_max_wait_get_503_at_once_however_much_room_the_queue_has(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |settings| {
+            settings.bcrypt_cost = 8;
+            settings.password_hash_concurrency = 1;
+            // The count bound is far away: only the wait can refuse.
+            settings.password_hash_queue = 10_000;
+            settings.password_hash_max_wait = std::time::Duration::from_millis(50);
+        })
+        .await;
+        app.signup("alice").await;
+
+        let statuses = join_all((0..30).map(|_| async {
+            let response = login(&app, "alice", PASSWORD).await;
+            let status = response.status();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                retry_after(&response);
+                expect_problem(response, status).await;
+            }
+            status
+        }))
+        .await;
+        assert!(
+            statuses
+                .iter()
+                .all(|status| matches!(*status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE)),
+            "{statuses:?}"
+        );
+        assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+        assert!(
+            statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+            "thirty hashes of at least 12 ms each on one thread cannot all end within 50 ms: {statuses:?}"
+        );
+        assert_eq!(login(&app, "alice", PASSWORD).await.status(), StatusCode::OK);
+    }
+
+    async fn a_burst_of_100_logins_within_the_max_wait_all_succeed_with_the_default_bounds(backend: Backend) {
+        // The harness's settings keep the hashing defaults (every core, queue 256, 20 s).
+        let app = TestApp::spawn(backend).await;
+        app.signup("alice").await;
+        let statuses = join_all((0..100).map(|_| async {
+            login(&app, "alice", PASSWORD).await.status()
+        }))
+        .await;
+        assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{statuses:?}");
+    }
+
     // Size limits.
 
     async fn a_body_over_max_body_bytes_is_a_413_problem_and_creates_nothing(backend: Backend) {

@@ -121,13 +121,18 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         names: &["PASSWORD_HASH_CONCURRENCY"],
-        meaning: "bcrypt computations at once",
-        default: "cores − 1 (at least 1)",
+        meaning: "threads of the password hashing pool, i.e. bcrypt computations at once whatever clients do; they run at the lowest scheduling priority (nice 19)",
+        default: "the number of cores",
     },
     Setting {
         names: &["PASSWORD_HASH_QUEUE"],
-        meaning: "bcrypt computations allowed to wait; beyond, a `503` at once",
-        default: "`64`",
+        meaning: "bcrypt computations allowed to wait beyond those running, whatever their wait (a bound on memory); beyond, a `503` at once",
+        default: "`256`",
+    },
+    Setting {
+        names: &["PASSWORD_HASH_MAX_WAIT_SECONDS"],
+        meaning: "the longest a sign-up or login may expect to wait for its hash: (jobs ahead ÷ threads + 1) × the measured CPU time of one hash; longer, a `503` at once (a hash that can start at once is always admitted). Must be below `REQUEST_TIMEOUT_SECONDS`",
+        default: "`20` (two thirds of `REQUEST_TIMEOUT_SECONDS` when that is under 30)",
     },
     Setting {
         names: &["MAX_HEADER_BYTES"],

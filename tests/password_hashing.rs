@@ -1,0 +1,211 @@
+//! The password hashing pool, seen from outside the real `todo-api` binary (issue 12 §1,
+//! issue 10 §1 and §3): clients that hang up cannot make more hashes run than the pool has
+//! threads, the pool's threads run at the lowest scheduling priority, and start-up computes
+//! no hash.
+//!
+//! What is measured is the process's CPU time from `/proc` (clock ticks, so Linux only),
+//! never a wall-clock latency: CPU time does not depend on how busy the machine is.
+
+mod common;
+#[path = "common/process.rs"]
+mod process;
+
+use std::time::{Duration, Instant};
+
+use common::Backend;
+use process::{ServerProcess, TestDatabase};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const PASSWORD: &str = "Password-Hashing-Pool-4711";
+
+/// The fields of `/proc/<pid>/stat` (or of one thread's) after the command name, which may
+/// itself hold spaces and parentheses: `fields[0]` is field 3 of proc(5), the state.
+fn stat_fields(path: &str) -> Vec<String> {
+    let stat = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let (_, after_name) = stat
+        .rsplit_once(')')
+        .expect("a stat line names its command");
+    after_name.split_whitespace().map(str::to_owned).collect()
+}
+
+/// User plus system CPU time the whole process has used so far (fields 14 and 15).
+fn cpu_time(pid: u32) -> Duration {
+    let fields = stat_fields(&format!("/proc/{pid}/stat"));
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(per_second > 0, "clock ticks per second");
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// Waits until the process has used no CPU time for 300 ms in a row (at most 60 s).
+async fn until_idle(pid: u32) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = cpu_time(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = cpu_time(pid);
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the process went idle within 60 s"
+        );
+        last = now;
+    }
+}
+
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("HTTP client")
+}
+
+async fn signup(server: &ServerProcess, username: &str) {
+    let response = client(Duration::from_secs(60))
+        .post(server.url("/api/auth/signup"))
+        .json(&json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "password": PASSWORD,
+            "confirm_password": PASSWORD,
+        }))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+async fn login(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    username: &str,
+) -> reqwest::Result<StatusCode> {
+    client
+        .post(server.url("/api/auth/login"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .map(|response| response.status())
+}
+
+on_both_backends! {
+    async fn logins_abandoned_by_their_clients_never_run_more_hashes_than_the_pool_has_threads(backend: Backend) {
+        let database = TestDatabase::create(backend).await;
+        let server = ServerProcess::start(
+            &database,
+            &[("PASSWORD_HASH_CONCURRENCY", "1"), ("BCRYPT_COST", "10")],
+        )
+        .await;
+        let pid = server.pid();
+        let patient = client(Duration::from_secs(120));
+        signup(&server, "alice").await;
+
+        // What one login costs the process, hash and all.
+        let before = until_idle(pid).await;
+        let sent = Instant::now();
+        assert_eq!(login(&patient, &server, "alice").await.unwrap(), StatusCode::OK);
+        let login_wall_time = sent.elapsed();
+        let one_login = until_idle(pid).await - before;
+        assert!(one_login >= Duration::from_millis(30), "a cost-10 hash is measurable: {one_login:?}");
+
+        // Six logins one after another, each from a client that gives up long before its
+        // hash could be done (a fifth of a login's time on this machine right now, at least
+        // 50 ms, so that the request reaches the hashing): with the permits held by the
+        // request, each one left its hash running and freed its slot for the next.
+        let start = cpu_time(pid);
+        let impatient = client((login_wall_time / 5).max(Duration::from_millis(50)));
+        for _ in 0..6 {
+            let outcome = login(&impatient, &server, "alice").await;
+            // (On a machine so busy that one hash looks longer than the wait bound allows,
+            // a login may be refused at once instead.)
+            assert!(
+                match &outcome {
+                    Err(error) => error.is_timeout(),
+                    Ok(status) => *status == StatusCode::SERVICE_UNAVAILABLE,
+                },
+                "the impatient client timed out: {outcome:?}"
+            );
+        }
+        // Over the next second, one hashing thread uses at most one core (and a little for
+        // the rest of the process); six hashes at once would use every core there is.
+        let window_start = Instant::now();
+        let window_cpu_start = cpu_time(pid);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let window_cpu = cpu_time(pid) - window_cpu_start;
+        let window = window_start.elapsed();
+        assert!(
+            window_cpu <= window.mul_f64(1.25) + Duration::from_millis(50),
+            "{window_cpu:?} of CPU in {window:?}: more than one hash ran at once"
+        );
+
+        // A patient login afterwards queues behind whatever is left, and then the process
+        // goes idle: all it hashed was the first impatient login's (abandoned while it ran,
+        // so it finished), perhaps one more that found the thread idle, and this one; the
+        // others waited and were skipped. Six hashes more would be seven logins' worth.
+        assert_eq!(login(&patient, &server, "alice").await.unwrap(), StatusCode::OK);
+        let total = until_idle(pid).await - start;
+        assert!(
+            total <= one_login.mul_f64(4.5),
+            "{total:?} of CPU for the abandoned logins and one more, where one login costs \
+             {one_login:?}: abandoned hashes ran"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_hashing_threads_and_only_they_run_at_the_lowest_priority() {
+    // Independent of the database: SQLite only.
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let server = ServerProcess::start(&database, &[("PASSWORD_HASH_CONCURRENCY", "3")]).await;
+    let pid = server.pid();
+    // The priority the process started with (that of whoever runs the tests, usually 0).
+    let nice_of = |stat: &str| -> i32 { stat_fields(stat)[16].parse().unwrap() };
+    let inherited = nice_of(&format!("/proc/{pid}/stat"));
+    assert!(
+        inherited < 19,
+        "the tests run below nice 19, or there is nothing to lower"
+    );
+    let mut hashing = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads") {
+        let task = entry.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let nice = nice_of(&task.join("stat").display().to_string());
+        if name.starts_with("password-hash") {
+            hashing.push(nice);
+        } else {
+            assert_eq!(
+                nice,
+                inherited,
+                "thread {} ({}) keeps the process's priority",
+                task.display(),
+                name.trim()
+            );
+        }
+    }
+    assert_eq!(
+        hashing,
+        [19, 19, 19],
+        "three hashing threads, each at nice 19"
+    );
+    assert!(
+        !server
+            .log()
+            .contains("could not lower the scheduling priority"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn start_up_computes_no_hash_even_at_a_high_cost() {
+    // At cost 16 one bcrypt takes seconds of CPU, even in a release build: a start-up that
+    // made one would use far more than this bound by the time it is ready.
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let server = ServerProcess::start(&database, &[("BCRYPT_COST", "16")]).await;
+    let used = cpu_time(server.pid());
+    assert!(used < Duration::from_secs(2), "{used:?} of CPU to start");
+}
