@@ -236,7 +236,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         names: &["EVENTS_STREAMS_PER_USER"],
-        meaning: "open `text/event-stream` feeds per user; beyond, a `429` with `Retry-After`",
+        meaning: "open `text/event-stream` feeds per user on each instance; beyond, a `429` with `Retry-After`",
         default: "`5`",
     },
     Setting {
