@@ -28,7 +28,7 @@ use crate::{
     client_addr::ClientAddr,
     error::{ApiError, Problem},
     extract::JsonBody,
-    storage::Taken,
+    storage::{Taken, to_completion},
     tasks::domain::now_millis,
 };
 
@@ -234,11 +234,12 @@ async fn change_password(
     let change = PasswordChange::from_json(body)?;
     prove(&state, client, &account, &change.current_password).await?;
     let hash = state.passwords.hash(&change.new_password).await?;
-    let revocation = state
-        .store
-        .revoke_tokens(account.user.id, Some(&hash), now_millis())
-        .await?
-        .ok_or(NO_ACCOUNT)?;
+    let store = state.store.clone();
+    let id = account.user.id;
+    let revocation =
+        to_completion(async move { store.revoke_tokens(id, Some(&hash), now_millis()).await })
+            .await?
+            .ok_or(NO_ACCOUNT)?;
     state.revocations.record(&revocation);
     tracing::info!(user_id = %account.user.id, "password changed; older tokens revoked");
     let body = issue(&state, account.user, revocation.generation)?;
@@ -262,11 +263,11 @@ async fn change_password(
 )]
 async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     let id = Uuid::parse_str(&user.subject).map_err(|_| NO_ACCOUNT)?;
-    let revocation = state
-        .store
-        .revoke_tokens(id, None, now_millis())
-        .await?
-        .ok_or(NO_ACCOUNT)?;
+    let store = state.store.clone();
+    let revocation =
+        to_completion(async move { store.revoke_tokens(id, None, now_millis()).await })
+            .await?
+            .ok_or(NO_ACCOUNT)?;
     state.revocations.record(&revocation);
     tracing::info!(user_id = %id, "signed out everywhere");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -223,6 +223,18 @@ pub trait Store: Send + Sync + 'static {
     async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError>;
 }
 
+/// Runs `write` on a task of its own and waits for it. A request whose client hangs up is
+/// dropped wherever it is waiting; a write transaction dropped half-way leaves its connection
+/// to roll back only when next used, holding its row locks meanwhile (the event relay was
+/// seen blocked behind one). Spawned, a write always runs to its commit or rollback.
+pub async fn to_completion<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(write)
+        .await
+        .map_err(|error| StoreError::Other(error.into()))?
+}
+
 /// Connects to the database `settings` names. While it is unreachable (a Neon compute
 /// waking up, a container starting after us) this retries with backoff for
 /// `database_startup_timeout`, logging each attempt; other errors fail at once.

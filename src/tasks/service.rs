@@ -14,7 +14,7 @@ use crate::{
         record::{EventType, NewEvent},
     },
     extract::IfMatch,
-    storage::Store,
+    storage::{Store, to_completion},
 };
 
 const TASK_NOT_FOUND: ApiError = ApiError::NotFound("no such task");
@@ -47,7 +47,9 @@ impl TaskService {
             version: 1,
         };
         let event = self.event(EventType::Created, &task);
-        self.store.insert_task(&task, &event).await?;
+        let store = self.store.clone();
+        let written = task.clone();
+        to_completion(async move { store.insert_task(&written, &event).await }).await?;
         self.events.committed();
         Ok(task)
     }
@@ -71,19 +73,24 @@ impl TaskService {
         let version = self.expected_version(owner, id, condition).await?;
         // A change that sets `completed` from false to true is a completion; any other
         // change (un-completing, retitling, completing again) is an update.
-        let event = |before: &Task, after: &Task| {
-            let event_type = if !before.completed && after.completed {
-                EventType::Completed
-            } else {
-                EventType::Updated
+        let service = self.clone();
+        let (owner, change) = (owner.to_owned(), change.clone());
+        let task = to_completion(async move {
+            let event = |before: &Task, after: &Task| {
+                let event_type = if !before.completed && after.completed {
+                    EventType::Completed
+                } else {
+                    EventType::Updated
+                };
+                service.event(event_type, after)
             };
-            self.event(event_type, after)
-        };
-        let task = self
-            .store
-            .update_task(owner, id, change, now_millis(), version, &event)
-            .await?
-            .ok_or_else(|| missing(version))?;
+            service
+                .store
+                .update_task(&owner, id, &change, now_millis(), version, &event)
+                .await
+        })
+        .await?
+        .ok_or_else(|| missing(version))?;
         self.events.committed();
         Ok(task)
     }
@@ -95,12 +102,14 @@ impl TaskService {
         condition: Option<&IfMatch>,
     ) -> Result<Task, ApiError> {
         let version = self.expected_version(owner, id, condition).await?;
-        let event = |task: &Task| self.event(EventType::Deleted, task);
-        let task = self
-            .store
-            .delete_task(owner, id, version, &event)
-            .await?
-            .ok_or_else(|| missing(version))?;
+        let service = self.clone();
+        let owner = owner.to_owned();
+        let task = to_completion(async move {
+            let event = |task: &Task| service.event(EventType::Deleted, task);
+            service.store.delete_task(&owner, id, version, &event).await
+        })
+        .await?
+        .ok_or_else(|| missing(version))?;
         self.events.committed();
         Ok(task)
     }
@@ -109,8 +118,12 @@ impl TaskService {
     /// `todo.task.deleted` event for each task, and revokes its tokens; `None` when there is
     /// no such account.
     pub async fn delete_account(&self, id: Uuid) -> Result<Option<Revocation>, ApiError> {
-        let event = |task: &Task| self.event(EventType::Deleted, task);
-        let revocation = self.store.delete_account(id, now_millis(), &event).await?;
+        let service = self.clone();
+        let revocation = to_completion(async move {
+            let event = |task: &Task| service.event(EventType::Deleted, task);
+            service.store.delete_account(id, now_millis(), &event).await
+        })
+        .await?;
         if revocation.is_some() {
             self.events.committed();
         }
