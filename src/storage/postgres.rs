@@ -446,16 +446,10 @@ impl Store for PostgresStore {
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        let mut session = self.session().await?;
-        let row: Option<UserRow> = sqlx::query_as(
-            "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .persistent(self.persistent)
-        .fetch_optional(session.conn())
-        .await?;
-        session.finish().await?;
-        Ok(row.map(|row| UserCredentials::from(row).user))
+        Ok(self
+            .find_credentials_by_id(id)
+            .await?
+            .map(|credentials| credentials.user))
     }
 
     async fn find_credentials_by_id(

@@ -333,16 +333,10 @@ impl Store for SqliteStore {
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        let row: Option<UserRow> = sqlx::query_as(
-            "SELECT id, username, email, password_hash, created_at, token_generation FROM users WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(UserRow::into_credentials)
-            .transpose()?
-            .map(|c| c.user))
+        Ok(self
+            .find_credentials_by_id(id)
+            .await?
+            .map(|credentials| credentials.user))
     }
 
     async fn find_credentials_by_id(
