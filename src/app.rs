@@ -72,6 +72,8 @@ pub struct Application {
     limits: ConnectionLimits,
     events: Events,
     event_workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Sends due reminders; stopped before the pool closes.
+    reminders: tokio::task::JoinHandle<()>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -117,8 +119,9 @@ impl Application {
             settings.metrics_token.clone(),
         ));
         RefusalLog::summarise_periodically(&observer.refusals);
+        let task_service = TaskService::new(store.clone(), events.clone());
         let state = AppState {
-            tasks: TaskService::new(store.clone(), events.clone()),
+            tasks: task_service.clone(),
             store: store.clone(),
             tokens: Arc::new(TokenVerifier::new(
                 &secret,
@@ -143,6 +146,7 @@ impl Application {
         })?;
         tracing::info!(address = %listener.local_addr()?, "listening");
         let event_workers = events.start()?;
+        let reminders = tasks::reminders::spawn(task_service, settings.reminders_poll);
         Ok(Self {
             listener,
             router,
@@ -155,6 +159,7 @@ impl Application {
             },
             events,
             event_workers,
+            reminders,
         })
     }
 
@@ -181,6 +186,7 @@ impl Application {
         };
         server::serve(self.listener, self.router, self.limits, stop).await;
         self.revocation_sync.abort();
+        self.reminders.abort();
         // The relay finishes its current publish and gives up its lease.
         self.events.stop();
         for worker in self.event_workers {

@@ -121,6 +121,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// A cached JWKS older than this is refreshed in the background while still in use.
     pub jwks_max_age: Duration,
+    /// How often each instance looks for due reminders (`REMINDERS_POLL_MILLISECONDS`).
+    pub reminders_poll: Duration,
     /// The bearer token `GET /metrics` requires; `None`: the route is a 404.
     pub metrics_token: Option<Secret>,
     /// Task events: outbox, relay, sinks and feed (`EVENTS_*`, `DAPR_*`).
@@ -197,6 +199,7 @@ impl Settings {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             jwks_max_age: Duration::from_secs(300),
+            reminders_poll: Duration::from_millis(1000),
             metrics_token: None,
             events: crate::events::EventSettings::default(),
         }
@@ -383,6 +386,14 @@ impl Settings {
         if let Some(value) = get("PASSWORD_HASH_QUEUE") {
             settings.password_hash_queue =
                 parse_in_range("PASSWORD_HASH_QUEUE", &value, 0, 100_000)? as usize;
+        }
+        if let Some(value) = get("REMINDERS_POLL_MILLISECONDS") {
+            settings.reminders_poll = Duration::from_millis(parse_in_range(
+                "REMINDERS_POLL_MILLISECONDS",
+                &value,
+                50,
+                60_000,
+            )?);
         }
         if let Some(value) = get("HEADER_READ_TIMEOUT_SECONDS") {
             settings.header_read_timeout = Duration::from_secs(parse_in_range(

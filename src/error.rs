@@ -161,6 +161,10 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Unavailable(_) => Self::Unavailable,
             StoreError::Conflict => Self::Conflict("username or email is already taken"),
+            StoreError::Refused(refusal) => Self::validation(
+                "request body is invalid",
+                vec![FieldError::new(refusal.field, refusal.message)],
+            ),
             StoreError::Other(error) => Self::Internal(error),
         }
     }

@@ -91,6 +91,39 @@ impl JsonObject {
         }
     }
 
+    /// Reads a field of any JSON type (`null` aside) and applies its rule, which names each
+    /// failure's field itself (a nested object reports `outer.inner`).
+    pub fn nested<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(Value) -> Result<T, Vec<(String, String)>>,
+    ) -> Field<T> {
+        match self.fields.remove(name) {
+            None => Field::Absent,
+            Some(Value::Null) => Field::Null,
+            Some(value) => match parse(value) {
+                Ok(value) => Field::Present(value),
+                Err(failures) => {
+                    for (field, message) in failures {
+                        self.reject(&field, message);
+                    }
+                    Field::Invalid
+                }
+            },
+        }
+    }
+
+    /// Reads a field of any JSON type (`null` aside) and applies its rule.
+    pub fn value<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(Value) -> Result<T, String>,
+    ) -> Field<T> {
+        self.nested(name, |value| {
+            parse(value).map_err(|message| vec![(name.to_owned(), message)])
+        })
+    }
+
     pub fn boolean(&mut self, name: &str) -> Field<bool> {
         match self.fields.remove(name) {
             None => Field::Absent,
@@ -255,6 +288,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonOrForm {
             parse_json(&bytes)?
         };
         Ok(Self { object, is_form })
+    }
+}
+
+/// The query string as name/value pairs in order, repeats kept: for routes where some
+/// parameters may be given more than once (the route decides which).
+pub struct QueryList(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryList {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(raw)
+            .map(Self)
+            .map_err(|_| ApiError::field("query", "is not a valid query string"))
     }
 }
 

@@ -1276,7 +1276,7 @@ on_both_databases! {
             ),
             (
                 path.clone(),
-                json!({"description": null, "priority": "high"}),
+                json!({"description": null, "colour": "red"}),
                 "an unknown field",
             ),
             (

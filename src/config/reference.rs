@@ -245,6 +245,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "`500`",
     },
     Setting {
+        names: &["REMINDERS_POLL_MILLISECONDS"],
+        meaning: "how often each instance looks for tasks whose `remind_at` has passed, to send their `todo.task.reminder` events (50–60 000)",
+        default: "`1000`",
+    },
+    Setting {
         names: &["RUST_LOG"],
         meaning: "log levels, `tracing` syntax",
         default: "`info`",

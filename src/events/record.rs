@@ -24,14 +24,17 @@ pub enum EventType {
     /// A change that set `completed` from false to true.
     Completed,
     Deleted,
+    /// The task's `remind_at` passed while it was open.
+    Reminder,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::Created,
         EventType::Updated,
         EventType::Completed,
         EventType::Deleted,
+        EventType::Reminder,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl EventType {
             Self::Updated => "todo.task.updated",
             Self::Completed => "todo.task.completed",
             Self::Deleted => "todo.task.deleted",
+            Self::Reminder => "todo.task.reminder",
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     },
     config::{DatabaseKind, Settings},
     events::record::{NewEvent, StoredEvent},
-    tasks::domain::{ListQuery, SortBy, SortOrder, Task, TaskChange},
+    tasks::domain::{ListQuery, Refusal, SortBy, SortOrder, TagCount, Task},
 };
 
 pub use postgres::PostgresStore;
@@ -38,6 +38,9 @@ pub enum StoreError {
     /// A unique constraint refused the write.
     #[error("unique constraint violated")]
     Conflict,
+    /// The change breaks a rule found only against the stored row; nothing was written.
+    #[error("{}: {}", .0.field, .0.message)]
+    Refused(Refusal),
     #[error(transparent)]
     Other(anyhow::Error),
 }
@@ -83,12 +86,23 @@ pub struct Taken {
     pub email: bool,
 }
 
-/// Decides, inside an update's transaction, the event the change makes, from the task before
-/// and after it.
-pub type UpdateEvent<'a> = dyn Fn(&Task, &Task) -> NewEvent + Send + Sync + 'a;
+/// What an update writes, decided inside its transaction from the task as it was.
+#[derive(Clone, Debug)]
+pub struct TaskUpdate {
+    /// The task after the change.
+    pub task: Task,
+    /// A task the change creates (the next occurrence of a recurring task).
+    pub created: Option<Task>,
+    /// The change's events, written in this order.
+    pub events: Vec<NewEvent>,
+}
 
-/// Makes, inside a delete's transaction, the event for the deleted task.
-pub type DeleteEvent<'a> = dyn Fn(&Task) -> NewEvent + Send + Sync + 'a;
+/// Decides, inside an update's transaction and from the task as it was (locked), what the
+/// update writes; a [`Refusal`] writes nothing.
+pub type PlanUpdate<'a> = dyn Fn(&Task) -> Result<TaskUpdate, Refusal> + Send + Sync + 'a;
+
+/// Makes, inside a transaction, the event for one task (deleted, or reminded).
+pub type TaskEvent<'a> = dyn Fn(&Task) -> NewEvent + Send + Sync + 'a;
 
 /// The relay's backlog: events not yet delivered, and when the oldest was committed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,7 +168,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: Uuid,
         now: DateTime<Utc>,
-        event: &DeleteEvent<'_>,
+        event: &TaskEvent<'_>,
     ) -> Result<Option<Revocation>, StoreError>;
     /// Revocations committed after `revision`, in revision order.
     async fn revocations_after(&self, revision: i64) -> Result<Vec<Revocation>, StoreError>;
@@ -170,18 +184,16 @@ pub trait Store: Send + Sync + 'static {
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError>;
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
-    /// Applies `change` in one statement, only to `version` when one is given; `updated_at`
-    /// becomes `now`, or just after the previous value if the clock has not moved, so every
-    /// change is visible in it. `None` when no such task (at that version) exists. The
-    /// event `event` makes of the change is stored in the same transaction.
+    /// In one transaction: locks the task, asks `plan` what to write (only at `version` when
+    /// one is given), and writes the changed task, the task it creates if any, and the
+    /// events. `None` when no such task (at that version) exists;
+    /// [`StoreError::Refused`] when `plan` refuses.
     async fn update_task(
         &self,
         owner: &str,
         id: Uuid,
-        change: &TaskChange,
-        now: DateTime<Utc>,
         version: Option<i64>,
-        event: &UpdateEvent<'_>,
+        plan: &PlanUpdate<'_>,
     ) -> Result<Option<Task>, StoreError>;
     /// Deletes and returns the task, only at `version` when one is given, and stores the
     /// event `event` makes of it in the same transaction.
@@ -190,8 +202,21 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         id: Uuid,
         version: Option<i64>,
-        event: &DeleteEvent<'_>,
+        event: &TaskEvent<'_>,
     ) -> Result<Option<Task>, StoreError>;
+
+    /// Every tag of `owner`'s tasks with how many open and all tasks carry it, most used
+    /// first, then by folded key.
+    async fn tag_counts(&self, owner: &str) -> Result<Vec<TagCount>, StoreError>;
+    /// In one transaction: claims up to `limit` tasks whose reminder is due at `now` (one
+    /// instance each: rows another instance holds are skipped), marks each reminder sent and
+    /// writes `event`'s event for it. How many were sent.
+    async fn send_due_reminders(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        event: &TaskEvent<'_>,
+    ) -> Result<usize, StoreError>;
 
     /// Closes the connection pool, waiting for connections in use to come back.
     async fn close(&self);
@@ -281,18 +306,36 @@ async fn connect_once(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// How one database spells what the listing's SQL cannot share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 /// The `ORDER BY` clause for a listing, from a fixed set: sort columns never come from input.
-/// `title_key` is the backend's expression for the folded title in byte order.
-fn order_by(sort_by: SortBy, order: SortOrder, title_key: &'static str) -> String {
-    let column = match sort_by {
-        SortBy::CreatedAt => "created_at",
-        SortBy::UpdatedAt => "updated_at",
-        SortBy::Title => title_key,
-        SortBy::Completed => "completed",
-    };
+/// Each matches an index (see the migrations), so a page is an index range scan.
+fn order_by(sort_by: SortBy, order: SortOrder, dialect: Dialect) -> String {
     let direction = match order {
         SortOrder::Asc => "ASC",
         SortOrder::Desc => "DESC",
+    };
+    let column = match (sort_by, dialect) {
+        (SortBy::CreatedAt, _) => "created_at",
+        (SortBy::UpdatedAt, _) => "updated_at",
+        // The folded title in byte order, whatever the locale.
+        (SortBy::Title, Dialect::Sqlite) => "title_key",
+        (SortBy::Title, Dialect::Postgres) => "title_key COLLATE \"C\"",
+        (SortBy::Completed, _) => "completed",
+        (SortBy::Priority, _) => "priority",
+        // No due date last in both orders. SQLite indexes cannot say NULLS LAST; an index on
+        // `due_at IS NULL` first serves both orders.
+        (SortBy::DueAt, Dialect::Sqlite) => {
+            return format!(" ORDER BY due_at IS NULL, due_at {direction}, id {direction}");
+        }
+        (SortBy::DueAt, Dialect::Postgres) => {
+            return format!(" ORDER BY due_at {direction} NULLS LAST, id {direction}");
+        }
     };
     format!(" ORDER BY {column} {direction}, id {direction}")
 }
@@ -301,18 +344,26 @@ fn order_by(sort_by: SortBy, order: SortOrder, title_key: &'static str) -> Strin
 /// `concat!`ed into static SQL.
 macro_rules! task_columns {
     () => {
-        "id, user_id, title, description, completed, created_at, updated_at, version"
+        "id, user_id, title, description, completed, created_at, updated_at, version, \
+         priority, tags, due_at, remind_at, recurrence, next_task_id, reminder_sent"
     };
 }
 use task_columns;
 
 /// Appends `FROM tasks WHERE …` for a listing's owner and filters. Both backends share the
 /// SQL; the builder writes each one's placeholders. Every value is bound.
-fn push_filters<'q, DB>(builder: &mut sqlx::QueryBuilder<'q, DB>, owner: &str, query: &ListQuery)
-where
+/// `time` is how the backend binds a timestamp.
+fn push_filters<'q, DB, Time>(
+    builder: &mut sqlx::QueryBuilder<'q, DB>,
+    owner: &str,
+    query: &ListQuery,
+    time: impl Fn(DateTime<Utc>) -> Time,
+) where
     DB: sqlx::Database,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i16: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Time: sqlx::Encode<'q, DB> + sqlx::Type<DB> + 'q,
 {
     builder.push(" FROM tasks WHERE user_id = ");
     builder.push_bind(owner.to_owned());
@@ -329,6 +380,41 @@ where
         builder.push(" ESCAPE '\\' OR description_key LIKE ");
         builder.push_bind(pattern);
         builder.push(" ESCAPE '\\')");
+    }
+    if !query.priorities.is_empty() {
+        builder.push(" AND priority IN (");
+        let mut ranks = builder.separated(", ");
+        for priority in &query.priorities {
+            ranks.push_bind(priority.rank());
+        }
+        ranks.push_unseparated(")");
+    }
+    for tag in &query.tags {
+        // One semi-join per tag, each an index look-up of (owner, tag).
+        builder.push(" AND id IN (SELECT task_id FROM task_tags WHERE user_id = ");
+        builder.push_bind(owner.to_owned());
+        builder.push(" AND tag_key = ");
+        builder.push_bind(tag.key().to_owned());
+        builder.push(")");
+    }
+    if let Some(after) = query.due_after {
+        builder.push(" AND due_at >= ");
+        builder.push_bind(time(after));
+    }
+    if let Some(before) = query.due_before {
+        builder.push(" AND due_at < ");
+        builder.push_bind(time(before));
+    }
+    if let Some(overdue) = query.overdue {
+        builder.push(if overdue.overdue {
+            " AND NOT completed AND due_at < "
+        } else {
+            " AND (completed OR due_at IS NULL OR due_at >= "
+        });
+        builder.push_bind(time(overdue.as_of));
+        if !overdue.overdue {
+            builder.push(")");
+        }
     }
 }
 

@@ -17,14 +17,11 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    BACKFILL_BATCH, DeleteEvent, EventBacklog, RELAY_LEASE, Store, StoreError, Taken, UpdateEvent,
+    BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
+    TaskEvent,
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
     order_by, push_filters, push_page, task_columns, warn_email_collision,
 };
-
-/// Titles sort by their folded key in byte order, as on SQLite, whatever the locale (the
-/// column's collation is "C" already; saying it here keeps the index's order explicit).
-const TITLE_KEY: &str = "title_key COLLATE \"C\"";
 use crate::{
     auth::{
         domain::{Email, LoginId, User, UserCredentials, Username, email_key},
@@ -32,7 +29,7 @@ use crate::{
     },
     config::{Database, Settings, is_pgbouncer_url},
     events::record::{NewEvent, StoredEvent},
-    tasks::domain::{Completion, ListQuery, Task, TaskChange},
+    tasks::domain::{ListQuery, Priority, Recurrence, TagCount, Tags, Task},
     text::fold,
 };
 
@@ -222,11 +219,20 @@ struct TaskRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i64,
+    priority: i16,
+    tags: String,
+    due_at: Option<DateTime<Utc>>,
+    remind_at: Option<DateTime<Utc>>,
+    recurrence: Option<String>,
+    next_task_id: Option<Uuid>,
+    reminder_sent: bool,
 }
 
-impl From<TaskRow> for Task {
-    fn from(row: TaskRow) -> Self {
-        Task {
+impl TryFrom<TaskRow> for Task {
+    type Error = StoreError;
+
+    fn try_from(row: TaskRow) -> Result<Self, StoreError> {
+        Ok(Task {
             id: row.id,
             user_id: row.user_id,
             title: row.title,
@@ -235,8 +241,136 @@ impl From<TaskRow> for Task {
             created_at: row.created_at,
             updated_at: row.updated_at,
             version: row.version,
-        }
+            priority: Priority::from_rank(row.priority.into()).ok_or_else(|| {
+                StoreError::Other(anyhow::anyhow!("unknown priority rank {}", row.priority))
+            })?,
+            tags: Tags::from_stored(&row.tags).map_err(StoreError::Other)?,
+            due_at: row.due_at,
+            remind_at: row.remind_at,
+            recurrence: row
+                .recurrence
+                .as_deref()
+                .map(Recurrence::from_stored)
+                .transpose()
+                .map_err(StoreError::Other)?,
+            next_task_id: row.next_task_id,
+            reminder_sent: row.reminder_sent,
+        })
     }
+}
+
+fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
+    row.map(Task::try_from).transpose()
+}
+
+/// Inserts `task` and its tag rows inside `transaction`.
+async fn insert_task_row(
+    transaction: &mut Transaction<'static, Postgres>,
+    task: &Task,
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
+                            version, priority, tags, due_at, remind_at, recurrence,
+                            next_task_id, reminder_sent, reminder_due, title_key, description_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(task.id)
+    .bind(&task.user_id)
+    .bind(&task.title)
+    .bind(&task.description)
+    .bind(task.completed)
+    .bind(task.created_at)
+    .bind(task.updated_at)
+    .bind(task.version)
+    .bind(task.priority.rank())
+    .bind(task.tags.to_stored())
+    .bind(task.due_at)
+    .bind(task.remind_at)
+    .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
+    .bind(task.next_task_id)
+    .bind(task.reminder_sent)
+    .bind(task.reminder_due())
+    .bind(fold(&task.title))
+    .bind(task.description.as_deref().map(fold))
+    .persistent(persistent)
+    .execute(&mut **transaction)
+    .await?;
+    insert_tag_rows(transaction, task, persistent).await
+}
+
+/// One statement for all of a task's tags.
+async fn insert_tag_rows(
+    transaction: &mut Transaction<'static, Postgres>,
+    task: &Task,
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
+    if task.tags.is_empty() {
+        return Ok(());
+    }
+    let (keys, texts): (Vec<String>, Vec<String>) = task
+        .tags
+        .iter()
+        .map(|tag| (tag.key().to_owned(), tag.as_str().to_owned()))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO task_tags (task_id, user_id, tag_key, tag)
+         SELECT $1, $2, key, tag FROM unnest($3::text[], $4::text[]) AS t (key, tag)",
+    )
+    .bind(task.id)
+    .bind(&task.user_id)
+    .bind(keys)
+    .bind(texts)
+    .persistent(persistent)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+/// Writes every changeable column of `task` (as [`crate::tasks::domain::TaskChange::apply`]
+/// left it), and its tag rows when they changed from `before`'s.
+async fn update_task_row(
+    transaction: &mut Transaction<'static, Postgres>,
+    before: &Task,
+    task: &Task,
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET title = $3, title_key = $4, description = $5, description_key = $6,
+                          completed = $7, updated_at = $8, version = $9, priority = $10,
+                          tags = $11, due_at = $12, remind_at = $13, recurrence = $14,
+                          next_task_id = $15, reminder_sent = $16, reminder_due = $17
+         WHERE user_id = $1 AND id = $2",
+    )
+    .bind(&task.user_id)
+    .bind(task.id)
+    .bind(&task.title)
+    .bind(fold(&task.title))
+    .bind(&task.description)
+    .bind(task.description.as_deref().map(fold))
+    .bind(task.completed)
+    .bind(task.updated_at)
+    .bind(task.version)
+    .bind(task.priority.rank())
+    .bind(task.tags.to_stored())
+    .bind(task.due_at)
+    .bind(task.remind_at)
+    .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
+    .bind(task.next_task_id)
+    .bind(task.reminder_sent)
+    .bind(task.reminder_due())
+    .persistent(persistent)
+    .execute(&mut **transaction)
+    .await?;
+    if task.tags != before.tags {
+        sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
+            .bind(task.id)
+            .persistent(persistent)
+            .execute(&mut **transaction)
+            .await?;
+        insert_tag_rows(transaction, task, persistent).await?;
+    }
+    Ok(())
 }
 
 /// A row of the listing: a task of the page (all `None` when the page is empty) and the
@@ -251,12 +385,20 @@ struct ListingRow {
     created_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
     version: Option<i64>,
+    priority: Option<i16>,
+    tags: Option<String>,
+    due_at: Option<DateTime<Utc>>,
+    remind_at: Option<DateTime<Utc>>,
+    recurrence: Option<String>,
+    next_task_id: Option<Uuid>,
+    reminder_sent: Option<bool>,
     total: i64,
 }
 
 impl ListingRow {
-    fn task(self) -> Option<Task> {
-        Some(Task {
+    /// The row's task; `None` for the one row of an empty page.
+    fn task(self) -> Option<Result<Task, StoreError>> {
+        let row = TaskRow {
             id: self.id?,
             user_id: self.user_id?,
             title: self.title?,
@@ -265,7 +407,15 @@ impl ListingRow {
             created_at: self.created_at?,
             updated_at: self.updated_at?,
             version: self.version?,
-        })
+            priority: self.priority?,
+            tags: self.tags?,
+            due_at: self.due_at,
+            remind_at: self.remind_at,
+            recurrence: self.recurrence,
+            next_task_id: self.next_task_id,
+            reminder_sent: self.reminder_sent?,
+        };
+        Some(Task::try_from(row))
     }
 }
 
@@ -543,7 +693,7 @@ impl Store for PostgresStore {
         &self,
         id: Uuid,
         now: DateTime<Utc>,
-        event: &DeleteEvent<'_>,
+        event: &TaskEvent<'_>,
     ) -> Result<Option<Revocation>, StoreError> {
         let mut transaction = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
@@ -563,7 +713,10 @@ impl Store for PostgresStore {
         .persistent(self.persistent)
         .fetch_all(&mut *transaction)
         .await?;
-        let mut tasks: Vec<Task> = rows.into_iter().map(Task::from).collect();
+        let mut tasks = rows
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         tasks.sort_by_key(|task| task.id);
         for task in &tasks {
             append_event(&mut transaction, &event(task), self.persistent).await?;
@@ -609,23 +762,7 @@ impl Store for PostgresStore {
 
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
-                                title_key, description_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(task.id)
-        .bind(&task.user_id)
-        .bind(&task.title)
-        .bind(&task.description)
-        .bind(task.completed)
-        .bind(task.created_at)
-        .bind(task.updated_at)
-        .bind(fold(&task.title))
-        .bind(task.description.as_deref().map(fold))
-        .persistent(self.persistent)
-        .execute(&mut *transaction)
-        .await?;
+        insert_task_row(&mut transaction, task, self.persistent).await?;
         append_event(&mut transaction, event, self.persistent).await?;
         transaction.commit().await?;
         Ok(())
@@ -641,20 +778,20 @@ impl Store for PostgresStore {
         // side of a LATERAL join, so a page past the end still returns it (one row of
         // NULL task columns). The outer ORDER BY repeats the page's, because a join's
         // output order is otherwise unspecified.
-        let order = order_by(query.sort_by, query.sort_order, TITLE_KEY);
+        let order = order_by(query.sort_by, query.sort_order, Dialect::Postgres);
         let mut listing = sqlx::QueryBuilder::new(concat!(
             "SELECT ",
             task_columns!(),
             ", counted.total FROM (SELECT count(*) AS total"
         ));
-        push_filters(&mut listing, owner, query);
+        push_filters(&mut listing, owner, query, |t| t);
         // The page also carries the title key, which the outer ORDER BY may sort on.
         listing.push(concat!(
             ") AS counted LEFT JOIN LATERAL (SELECT ",
             task_columns!(),
             ", title_key"
         ));
-        push_filters(&mut listing, owner, query);
+        push_filters(&mut listing, owner, query, |t| t);
         listing.push(&order);
         push_page(&mut listing, query);
         listing.push(") AS page ON true");
@@ -667,10 +804,11 @@ impl Store for PostgresStore {
             .await?;
         session.finish().await?;
         let total = rows.first().map_or(0, |row| row.total.max(0) as u64);
-        Ok((
-            rows.into_iter().filter_map(ListingRow::task).collect(),
-            total,
-        ))
+        let tasks = rows
+            .into_iter()
+            .filter_map(ListingRow::task)
+            .collect::<Result<_, _>>()?;
+        Ok((tasks, total))
     }
 
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
@@ -686,21 +824,19 @@ impl Store for PostgresStore {
         .fetch_optional(session.conn())
         .await?;
         session.finish().await?;
-        Ok(row.map(Task::from))
+        one_task(row)
     }
 
     async fn update_task(
         &self,
         owner: &str,
         id: Uuid,
-        change: &TaskChange,
-        now: DateTime<Utc>,
         version: Option<i64>,
-        event: &UpdateEvent<'_>,
+        plan: &PlanUpdate<'_>,
     ) -> Result<Option<Task>, StoreError> {
         let mut transaction = self.pool.begin().await?;
-        // The row as it was, locked until commit: the event depends on it (`completed` from
-        // false to true is a completion), and no other change may slip in between.
+        // The row as it was, locked until commit: the plan depends on it, and no other
+        // change may slip in between.
         let before: Option<TaskRow> = sqlx::query_as(concat!(
             "SELECT ",
             task_columns!(),
@@ -711,60 +847,22 @@ impl Store for PostgresStore {
         .persistent(self.persistent)
         .fetch_optional(&mut *transaction)
         .await?;
-        let Some(before) = before else {
+        let Some(before) = one_task(before)? else {
             return Ok(None);
         };
-        let row: Option<TaskRow> = sqlx::query_as(concat!(
-            "UPDATE tasks SET
-                 title = COALESCE($3, title),
-                 title_key = COALESCE($10, title_key),
-                 description = CASE WHEN $4 THEN $5 ELSE description END,
-                 description_key = CASE WHEN $4 THEN $11 ELSE description_key END,
-                 completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
-                 updated_at = GREATEST($8, updated_at + interval '1 millisecond'),
-                 version = version + 1
-             WHERE user_id = $1 AND id = $2 AND ($9 IS NULL OR version = $9)
-             RETURNING ",
-            task_columns!()
-        ))
-        .bind(owner)
-        .bind(id)
-        .bind(change.title.as_ref().map(|t| t.as_str()))
-        .bind(change.description.is_some())
-        .bind(
-            change
-                .description
-                .as_ref()
-                .and_then(|d| d.as_ref().map(|d| d.as_str())),
-        )
-        .bind(change.completed == Completion::Toggle)
-        .bind(match change.completed {
-            Completion::Set(value) => Some(value),
-            Completion::Keep | Completion::Toggle => None,
-        })
-        .bind(now)
-        .bind(version)
-        .bind(change.title.as_ref().map(|t| fold(t.as_str())))
-        .bind(
-            change
-                .description
-                .as_ref()
-                .and_then(|d| d.as_ref().map(|d| fold(d.as_str()))),
-        )
-        .persistent(self.persistent)
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(task) = row.map(Task::from) else {
+        if version.is_some_and(|version| version != before.version) {
             return Ok(None);
-        };
-        append_event(
-            &mut transaction,
-            &event(&Task::from(before), &task),
-            self.persistent,
-        )
-        .await?;
+        }
+        let update = plan(&before).map_err(StoreError::Refused)?;
+        update_task_row(&mut transaction, &before, &update.task, self.persistent).await?;
+        if let Some(created) = &update.created {
+            insert_task_row(&mut transaction, created, self.persistent).await?;
+        }
+        for event in &update.events {
+            append_event(&mut transaction, event, self.persistent).await?;
+        }
         transaction.commit().await?;
-        Ok(Some(task))
+        Ok(Some(update.task))
     }
 
     async fn delete_task(
@@ -772,7 +870,7 @@ impl Store for PostgresStore {
         owner: &str,
         id: Uuid,
         version: Option<i64>,
-        event: &DeleteEvent<'_>,
+        event: &TaskEvent<'_>,
     ) -> Result<Option<Task>, StoreError> {
         let mut transaction = self.pool.begin().await?;
         let row: Option<TaskRow> = sqlx::query_as(concat!(
@@ -786,12 +884,71 @@ impl Store for PostgresStore {
         .persistent(self.persistent)
         .fetch_optional(&mut *transaction)
         .await?;
-        let Some(task) = row.map(Task::from) else {
+        let Some(task) = one_task(row)? else {
             return Ok(None);
         };
         append_event(&mut transaction, &event(&task), self.persistent).await?;
         transaction.commit().await?;
         Ok(Some(task))
+    }
+
+    async fn tag_counts(&self, owner: &str) -> Result<Vec<TagCount>, StoreError> {
+        let mut session = self.session().await?;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT min(task_tags.tag COLLATE \"C\"),
+                    count(*) FILTER (WHERE NOT tasks.completed), count(*)
+             FROM task_tags JOIN tasks ON tasks.id = task_tags.task_id
+             WHERE task_tags.user_id = $1
+             GROUP BY task_tags.tag_key
+             ORDER BY count(*) DESC, task_tags.tag_key",
+        )
+        .bind(owner)
+        .persistent(self.persistent)
+        .fetch_all(session.conn())
+        .await?;
+        session.finish().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tag, open, total)| TagCount {
+                tag,
+                open: open.max(0) as u64,
+                total: total.max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn send_due_reminders(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        event: &TaskEvent<'_>,
+    ) -> Result<usize, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        // SKIP LOCKED: each due task is claimed by one instance; a row being changed by a
+        // request is left for the next round, when its reminder may be disarmed.
+        let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+            "UPDATE tasks SET reminder_sent = TRUE, reminder_due = NULL
+             WHERE id IN (SELECT id FROM tasks WHERE reminder_due <= $1
+                          ORDER BY reminder_due, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+               AND reminder_due IS NOT NULL
+             RETURNING ",
+            task_columns!()
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .persistent(self.persistent)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let mut tasks = rows
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        tasks.sort_by_key(|task| (task.remind_at, task.id));
+        for task in &tasks {
+            append_event(&mut transaction, &event(task), self.persistent).await?;
+        }
+        transaction.commit().await?;
+        Ok(tasks.len())
     }
 
     async fn close(&self) {

@@ -14,7 +14,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    BACKFILL_BATCH, DeleteEvent, EventBacklog, RELAY_LEASE, Store, StoreError, Taken, UpdateEvent,
+    BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
+    TaskEvent,
     limits::{AttemptLimits, MemoryLimits},
     order_by, push_filters, push_page, task_columns, warn_email_collision,
 };
@@ -25,7 +26,7 @@ use crate::{
     },
     config::{Database, Settings, SqliteLocation},
     events::record::{NewEvent, StoredEvent},
-    tasks::domain::{Completion, ListQuery, Task, TaskChange},
+    tasks::domain::{ListQuery, Priority, Recurrence, TagCount, Tags, Task},
     text::fold,
 };
 
@@ -173,6 +174,13 @@ struct TaskRow {
     created_at: i64,
     updated_at: i64,
     version: i64,
+    priority: i64,
+    tags: String,
+    due_at: Option<i64>,
+    remind_at: Option<i64>,
+    recurrence: Option<String>,
+    next_task_id: Option<String>,
+    reminder_sent: bool,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -188,8 +196,121 @@ impl TryFrom<TaskRow> for Task {
             created_at: from_millis(row.created_at)?,
             updated_at: from_millis(row.updated_at)?,
             version: row.version,
+            priority: Priority::from_rank(row.priority).ok_or_else(|| {
+                StoreError::Other(anyhow::anyhow!("unknown priority rank {}", row.priority))
+            })?,
+            tags: Tags::from_stored(&row.tags).map_err(StoreError::Other)?,
+            due_at: row.due_at.map(from_millis).transpose()?,
+            remind_at: row.remind_at.map(from_millis).transpose()?,
+            recurrence: row
+                .recurrence
+                .as_deref()
+                .map(Recurrence::from_stored)
+                .transpose()
+                .map_err(StoreError::Other)?,
+            next_task_id: row.next_task_id.as_deref().map(parse_uuid).transpose()?,
+            reminder_sent: row.reminder_sent,
         })
     }
+}
+
+fn millis(time: Option<DateTime<Utc>>) -> Option<i64> {
+    time.map(|time| time.timestamp_millis())
+}
+
+/// Inserts `task` and its tag rows inside `transaction`.
+async fn insert_task_row(
+    transaction: &mut Transaction<'static, Sqlite>,
+    task: &Task,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
+                            version, priority, tags, due_at, remind_at, recurrence,
+                            next_task_id, reminder_sent, reminder_due, title_key, description_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(task.id.to_string())
+    .bind(&task.user_id)
+    .bind(&task.title)
+    .bind(&task.description)
+    .bind(task.completed)
+    .bind(task.created_at.timestamp_millis())
+    .bind(task.updated_at.timestamp_millis())
+    .bind(task.version)
+    .bind(task.priority.rank())
+    .bind(task.tags.to_stored())
+    .bind(millis(task.due_at))
+    .bind(millis(task.remind_at))
+    .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
+    .bind(task.next_task_id.map(|id| id.to_string()))
+    .bind(task.reminder_sent)
+    .bind(millis(task.reminder_due()))
+    .bind(fold(&task.title))
+    .bind(task.description.as_deref().map(fold))
+    .execute(&mut **transaction)
+    .await?;
+    insert_tag_rows(transaction, task).await
+}
+
+async fn insert_tag_rows(
+    transaction: &mut Transaction<'static, Sqlite>,
+    task: &Task,
+) -> Result<(), sqlx::Error> {
+    for tag in task.tags.iter() {
+        sqlx::query(
+            "INSERT INTO task_tags (task_id, user_id, tag_key, tag) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(task.id.to_string())
+        .bind(&task.user_id)
+        .bind(tag.key())
+        .bind(tag.as_str())
+        .execute(&mut **transaction)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes every changeable column of `task` (as [`crate::tasks::domain::TaskChange::apply`]
+/// left it), and its tag rows when they changed from `before`'s.
+async fn update_task_row(
+    transaction: &mut Transaction<'static, Sqlite>,
+    before: &Task,
+    task: &Task,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET title = $3, title_key = $4, description = $5, description_key = $6,
+                          completed = $7, updated_at = $8, version = $9, priority = $10,
+                          tags = $11, due_at = $12, remind_at = $13, recurrence = $14,
+                          next_task_id = $15, reminder_sent = $16, reminder_due = $17
+         WHERE user_id = $1 AND id = $2",
+    )
+    .bind(&task.user_id)
+    .bind(task.id.to_string())
+    .bind(&task.title)
+    .bind(fold(&task.title))
+    .bind(&task.description)
+    .bind(task.description.as_deref().map(fold))
+    .bind(task.completed)
+    .bind(task.updated_at.timestamp_millis())
+    .bind(task.version)
+    .bind(task.priority.rank())
+    .bind(task.tags.to_stored())
+    .bind(millis(task.due_at))
+    .bind(millis(task.remind_at))
+    .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
+    .bind(task.next_task_id.map(|id| id.to_string()))
+    .bind(task.reminder_sent)
+    .bind(millis(task.reminder_due()))
+    .execute(&mut **transaction)
+    .await?;
+    if task.tags != before.tags {
+        sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
+            .bind(task.id.to_string())
+            .execute(&mut **transaction)
+            .await?;
+        insert_tag_rows(transaction, task).await?;
+    }
+    Ok(())
 }
 
 #[derive(FromRow)]
@@ -422,7 +543,7 @@ impl Store for SqliteStore {
         &self,
         id: Uuid,
         now: DateTime<Utc>,
-        event: &DeleteEvent<'_>,
+        event: &TaskEvent<'_>,
     ) -> Result<Option<Revocation>, StoreError> {
         let mut transaction = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
@@ -483,22 +604,7 @@ impl Store for SqliteStore {
 
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
-                                title_key, description_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(task.id.to_string())
-        .bind(&task.user_id)
-        .bind(&task.title)
-        .bind(&task.description)
-        .bind(task.completed)
-        .bind(task.created_at.timestamp_millis())
-        .bind(task.updated_at.timestamp_millis())
-        .bind(fold(&task.title))
-        .bind(task.description.as_deref().map(fold))
-        .execute(&mut *transaction)
-        .await?;
+        insert_task_row(&mut transaction, task).await?;
         append_event(&mut transaction, event).await?;
         transaction.commit().await?;
         Ok(())
@@ -512,18 +618,21 @@ impl Store for SqliteStore {
         // One statement and one row: sqlx hands each SQLite row from the connection's thread
         // to the caller separately, which costs more than the query, so the page comes back
         // as a JSON array, together with the count.
-        let order = order_by(query.sort_by, query.sort_order, "title_key");
+        let order = order_by(query.sort_by, query.sort_order, Dialect::Sqlite);
         let mut listing = sqlx::QueryBuilder::new("SELECT (SELECT count(*)");
-        push_filters(&mut listing, owner, query);
+        push_filters(&mut listing, owner, query, |t| t.timestamp_millis());
         listing.push(
             "), (SELECT json_group_array(json_object(
                 'id', id, 'user_id', user_id, 'title', title, 'description', description,
                 'completed', json(iif(completed, 'true', 'false')),
-                'created_at', created_at, 'updated_at', updated_at, 'version', version)",
+                'created_at', created_at, 'updated_at', updated_at, 'version', version,
+                'priority', priority, 'tags', tags, 'due_at', due_at, 'remind_at', remind_at,
+                'recurrence', recurrence, 'next_task_id', next_task_id,
+                'reminder_sent', json(iif(reminder_sent, 'true', 'false')))",
         );
         listing.push(&order);
         listing.push(concat!(") FROM (SELECT ", task_columns!(), ", title_key"));
-        push_filters(&mut listing, owner, query);
+        push_filters(&mut listing, owner, query, |t| t.timestamp_millis());
         listing.push(&order);
         push_page(&mut listing, query);
         listing.push("))");
@@ -554,14 +663,12 @@ impl Store for SqliteStore {
         &self,
         owner: &str,
         id: Uuid,
-        change: &TaskChange,
-        now: DateTime<Utc>,
         version: Option<i64>,
-        event: &UpdateEvent<'_>,
+        plan: &PlanUpdate<'_>,
     ) -> Result<Option<Task>, StoreError> {
         let mut transaction = self.begin_write().await?;
-        // The row as it was: the event depends on it (`completed` from false to true is a
-        // completion). The write lock taken by BEGIN IMMEDIATE keeps it current.
+        // The row as it was: the plan depends on it. The write lock taken by BEGIN IMMEDIATE
+        // keeps it current until commit.
         let before: Option<TaskRow> = sqlx::query_as(concat!(
             "SELECT ",
             task_columns!(),
@@ -574,51 +681,19 @@ impl Store for SqliteStore {
         let Some(before) = one_task(before)? else {
             return Ok(None);
         };
-        let row = sqlx::query_as(concat!(
-            "UPDATE tasks SET
-                 title = COALESCE($3, title),
-                 title_key = COALESCE($10, title_key),
-                 description = CASE WHEN $4 THEN $5 ELSE description END,
-                 description_key = CASE WHEN $4 THEN $11 ELSE description_key END,
-                 completed = CASE WHEN $6 THEN NOT completed ELSE COALESCE($7, completed) END,
-                 updated_at = max($8, updated_at + 1),
-                 version = version + 1
-             WHERE user_id = $1 AND id = $2 AND ($9 IS NULL OR version = $9)
-             RETURNING ",
-            task_columns!()
-        ))
-        .bind(owner)
-        .bind(id.to_string())
-        .bind(change.title.as_ref().map(|t| t.as_str()))
-        .bind(change.description.is_some())
-        .bind(
-            change
-                .description
-                .as_ref()
-                .and_then(|d| d.as_ref().map(|d| d.as_str())),
-        )
-        .bind(change.completed == Completion::Toggle)
-        .bind(match change.completed {
-            Completion::Set(value) => Some(value),
-            Completion::Keep | Completion::Toggle => None,
-        })
-        .bind(now.timestamp_millis())
-        .bind(version)
-        .bind(change.title.as_ref().map(|t| fold(t.as_str())))
-        .bind(
-            change
-                .description
-                .as_ref()
-                .and_then(|d| d.as_ref().map(|d| fold(d.as_str()))),
-        )
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(task) = one_task(row)? else {
+        if version.is_some_and(|version| version != before.version) {
             return Ok(None);
-        };
-        append_event(&mut transaction, &event(&before, &task)).await?;
+        }
+        let update = plan(&before).map_err(StoreError::Refused)?;
+        update_task_row(&mut transaction, &before, &update.task).await?;
+        if let Some(created) = &update.created {
+            insert_task_row(&mut transaction, created).await?;
+        }
+        for event in &update.events {
+            append_event(&mut transaction, event).await?;
+        }
         transaction.commit().await?;
-        Ok(Some(task))
+        Ok(Some(update.task))
     }
 
     async fn delete_task(
@@ -626,7 +701,7 @@ impl Store for SqliteStore {
         owner: &str,
         id: Uuid,
         version: Option<i64>,
-        event: &DeleteEvent<'_>,
+        event: &TaskEvent<'_>,
     ) -> Result<Option<Task>, StoreError> {
         let mut transaction = self.begin_write().await?;
         let row = sqlx::query_as(concat!(
@@ -645,6 +720,59 @@ impl Store for SqliteStore {
         append_event(&mut transaction, &event(&task)).await?;
         transaction.commit().await?;
         Ok(Some(task))
+    }
+
+    async fn tag_counts(&self, owner: &str) -> Result<Vec<TagCount>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT min(task_tags.tag), sum(CASE WHEN tasks.completed THEN 0 ELSE 1 END), count(*)
+             FROM task_tags JOIN tasks ON tasks.id = task_tags.task_id
+             WHERE task_tags.user_id = $1
+             GROUP BY task_tags.tag_key
+             ORDER BY count(*) DESC, task_tags.tag_key",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tag, open, total)| TagCount {
+                tag,
+                open: open.max(0) as u64,
+                total: total.max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn send_due_reminders(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        event: &TaskEvent<'_>,
+    ) -> Result<usize, StoreError> {
+        // One writer at a time on SQLite: the claim and the events commit together, so two
+        // processes on one file never both send a reminder.
+        let mut transaction = self.begin_write().await?;
+        let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+            "UPDATE tasks SET reminder_sent = 1, reminder_due = NULL
+             WHERE id IN (SELECT id FROM tasks WHERE reminder_due <= $1
+                          ORDER BY reminder_due, id LIMIT $2)
+             RETURNING ",
+            task_columns!()
+        ))
+        .bind(now.timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *transaction)
+        .await?;
+        let mut tasks = rows
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        tasks.sort_by_key(|task| (task.remind_at, task.id));
+        for task in &tasks {
+            append_event(&mut transaction, &event(task)).await?;
+        }
+        transaction.commit().await?;
+        Ok(tasks.len())
     }
 
     async fn close(&self) {

@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+pub use super::planning::{Priority, Recurrence, Tag, Tags};
+use super::planning::{parse_timestamp, rfc3339_millis_opt};
 use crate::{
     error::{ApiError, FieldError},
-    extract::JsonObject,
+    extract::{Field, JsonObject},
     text,
 };
 
@@ -28,7 +30,7 @@ pub struct Task {
     pub user_id: String,
     #[schema(min_length = 1, max_length = 255, example = "Buy milk")]
     pub title: String,
-    #[schema(max_length = 10000, example = "2 litres")]
+    #[schema(max_length = 10000, example = "2 litres", required = true)]
     pub description: Option<String>,
     pub completed: bool,
     #[serde(serialize_with = "rfc3339_millis")]
@@ -37,9 +39,31 @@ pub struct Task {
     #[serde(serialize_with = "rfc3339_millis")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-18T09:30:00.123Z")]
     pub updated_at: DateTime<Utc>,
+    #[schema(inline)]
+    pub priority: Priority,
+    /// 0–20 tags, unique ignoring case, in the order given.
+    #[schema(value_type = Vec<String>, max_items = 20, example = json!(["Groceries", "weekly"]))]
+    pub tags: Tags,
+    /// When the task is due.
+    #[serde(serialize_with = "rfc3339_millis_opt")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-01-19T08:00:00.000Z", required = true)]
+    pub due_at: Option<DateTime<Utc>>,
+    /// When to send a `todo.task.reminder` event, if the task is still open then.
+    #[serde(serialize_with = "rfc3339_millis_opt")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-01-19T07:30:00.000Z", required = true)]
+    pub remind_at: Option<DateTime<Utc>>,
+    /// How the task repeats; completing it creates the next occurrence.
+    #[schema(required = true)]
+    pub recurrence: Option<Recurrence>,
+    /// The next occurrence, created when this recurring task was completed.
+    #[schema(required = true)]
+    pub next_task_id: Option<Uuid>,
     /// Starts at 1 and grows with every change; sent as the `ETag` header, not in the body.
     #[serde(skip)]
     pub version: i64,
+    /// Whether the reminder for the current `remind_at` has been sent.
+    #[serde(skip)]
+    pub reminder_sent: bool,
 }
 
 impl Task {
@@ -47,7 +71,55 @@ impl Task {
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)
     }
+
+    /// When this task's reminder is due: its `remind_at`, while the task is open and the
+    /// reminder for that value has not been sent.
+    pub fn reminder_due(&self) -> Option<DateTime<Utc>> {
+        self.remind_at
+            .filter(|_| !self.completed && !self.reminder_sent)
+    }
+
+    /// The occurrence after this recurring task, created when it is completed at `now`; `None`
+    /// when it does not recur, or its series has ended.
+    pub fn next_occurrence(&self, now: DateTime<Utc>) -> Option<Task> {
+        let recurrence = self.recurrence.as_ref()?;
+        let due = self.due_at?;
+        let next_due = recurrence.next_due(due)?;
+        // The reminder keeps its distance from the due time.
+        let remind_at = self
+            .remind_at
+            .and_then(|remind| next_due.checked_sub_signed(due.signed_duration_since(remind)));
+        Some(Task {
+            id: Uuid::now_v7(),
+            user_id: self.user_id.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            completed: false,
+            created_at: now,
+            updated_at: now,
+            priority: self.priority,
+            tags: self.tags.clone(),
+            due_at: Some(next_due),
+            remind_at,
+            recurrence: Some(recurrence.clone()),
+            next_task_id: None,
+            version: 1,
+            reminder_sent: false,
+        })
+    }
 }
+
+/// A change refused by a rule that spans fields, found only against the stored task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
+const RECURRENCE_NEEDS_DUE: Refusal = Refusal {
+    field: "recurrence",
+    message: "needs a due_at",
+};
 
 /// Timestamps leave the service as RFC 3339 in UTC with millisecond precision and a `Z`.
 pub fn rfc3339_millis<S: Serializer>(
@@ -122,6 +194,11 @@ pub struct NewTask {
     pub title: TaskTitle,
     pub description: Option<Description>,
     pub completed: bool,
+    pub priority: Priority,
+    pub tags: Tags,
+    pub due_at: Option<DateTime<Utc>>,
+    pub remind_at: Option<DateTime<Utc>>,
+    pub recurrence: Option<Recurrence>,
 }
 
 /// How a change treats `completed`.
@@ -139,6 +216,110 @@ pub struct TaskChange {
     /// `Some(None)` clears the description.
     pub description: Option<Option<Description>>,
     pub completed: Completion,
+    pub priority: Option<Priority>,
+    pub tags: Option<Tags>,
+    /// `Some(None)` clears it, as for the other nullable fields.
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    pub remind_at: Option<Option<DateTime<Utc>>>,
+    pub recurrence: Option<Option<Recurrence>>,
+}
+
+impl TaskChange {
+    /// The task as this change leaves `before`, at `now`: one version later, `updated_at`
+    /// `now` or just after the previous value if the clock has not moved. A changed
+    /// `remind_at` re-arms the reminder.
+    pub fn apply(&self, before: &Task, now: DateTime<Utc>) -> Result<Task, Refusal> {
+        let mut task = before.clone();
+        if let Some(title) = &self.title {
+            task.title = title.as_str().to_owned();
+        }
+        if let Some(description) = &self.description {
+            task.description = description.as_ref().map(|d| d.as_str().to_owned());
+        }
+        task.completed = match self.completed {
+            Completion::Keep => before.completed,
+            Completion::Set(value) => value,
+            Completion::Toggle => !before.completed,
+        };
+        if let Some(priority) = self.priority {
+            task.priority = priority;
+        }
+        if let Some(tags) = &self.tags {
+            task.tags = tags.clone();
+        }
+        if let Some(due_at) = self.due_at {
+            task.due_at = due_at;
+        }
+        if let Some(remind_at) = self.remind_at {
+            task.remind_at = remind_at;
+        }
+        if let Some(recurrence) = &self.recurrence {
+            task.recurrence = recurrence.clone();
+        }
+        if task.recurrence.is_some() && task.due_at.is_none() {
+            return Err(RECURRENCE_NEEDS_DUE);
+        }
+        if task.remind_at != before.remind_at {
+            task.reminder_sent = false;
+        }
+        task.version = before.version + 1;
+        task.updated_at = now.max(before.updated_at + TimeDelta::milliseconds(1));
+        Ok(task)
+    }
+}
+
+/// The planning fields of a body as read: `None` when absent; for the nullable ones,
+/// `Some(None)` when `null`.
+struct PlanningFields {
+    priority: Option<Priority>,
+    tags: Option<Tags>,
+    due_at: Option<Option<DateTime<Utc>>>,
+    remind_at: Option<Option<DateTime<Utc>>>,
+    recurrence: Option<Option<Recurrence>>,
+}
+
+/// A nullable field's change: `None` when absent or invalid (`valid` is cleared then).
+fn nullable_change<T>(field: Field<T>, valid: &mut bool) -> Option<Option<T>> {
+    match field {
+        Field::Absent => None,
+        Field::Null => Some(None),
+        Field::Present(value) => Some(Some(value)),
+        Field::Invalid => {
+            *valid = false;
+            None
+        }
+    }
+}
+
+fn timestamp_field(value: serde_json::Value) -> Result<DateTime<Utc>, String> {
+    match value {
+        serde_json::Value::String(text) => parse_timestamp(&text),
+        _ => Err("must be an RFC 3339 timestamp with an offset, or null".to_owned()),
+    }
+}
+
+/// Reads `priority`, `tags`, `due_at`, `remind_at` and `recurrence`, recording every bad
+/// one; `None` when one was bad.
+fn read_planning(body: &mut JsonObject) -> Option<PlanningFields> {
+    let mut valid = true;
+    let priority = body.value("priority", |value| match value {
+        serde_json::Value::String(text) => Priority::parse(&text),
+        _ => Err("must be one of low, medium, high, urgent".to_owned()),
+    });
+    let priority = body.optional("priority", priority);
+    let tags = body.value("tags", Tags::from_json);
+    let tags = body.optional("tags", tags);
+    let due_at = nullable_change(body.value("due_at", timestamp_field), &mut valid);
+    let remind_at = nullable_change(body.value("remind_at", timestamp_field), &mut valid);
+    let recurrence = nullable_change(body.nested("recurrence", Recurrence::from_json), &mut valid);
+    let fields = PlanningFields {
+        priority: priority?,
+        tags: tags?,
+        due_at,
+        remind_at,
+        recurrence,
+    };
+    valid.then_some(fields)
 }
 
 // These types only describe bodies for the OpenAPI document (the handlers read bodies with
@@ -157,6 +338,36 @@ pub struct CreateTaskRequest {
     description: Option<String>,
     #[schema(default = false, nullable = false)]
     completed: Option<bool>,
+    #[schema(inline, nullable = false, default = "medium")]
+    priority: Option<Priority>,
+    /// 0–20 tags, each 1–32 characters, unique ignoring case.
+    #[schema(nullable = false, max_items = 20, default = json!([]))]
+    tags: Option<Vec<String>>,
+    /// RFC 3339 timestamp with an offset.
+    #[schema(format = DateTime)]
+    due_at: Option<String>,
+    /// RFC 3339 timestamp with an offset.
+    #[schema(format = DateTime)]
+    remind_at: Option<String>,
+    /// Needs a `due_at`.
+    recurrence: Option<RecurrenceRequest>,
+}
+
+/// The `recurrence` object of a request body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RecurrenceRequest {
+    #[schema(inline)]
+    frequency: super::planning::Frequency,
+    #[schema(minimum = 1, maximum = 365, default = 1, nullable = false)]
+    interval: Option<u16>,
+    /// An IANA time zone name.
+    #[schema(default = "UTC", nullable = false, example = "Europe/Berlin")]
+    timezone: Option<String>,
+    /// RFC 3339 timestamp with an offset; no occurrence is due after it.
+    #[schema(format = DateTime)]
+    until: Option<String>,
 }
 
 /// The body of `PUT /tasks/{id}`: every field, `description` may be `null`.
@@ -170,6 +381,20 @@ pub struct ReplaceTaskRequest {
     #[schema(max_length = 10000, required = true)]
     description: Option<String>,
     completed: bool,
+    /// Left out: `medium`.
+    #[schema(inline, nullable = false, default = "medium")]
+    priority: Option<Priority>,
+    /// 0–20 tags, each 1–32 characters, unique ignoring case.
+    #[schema(nullable = false, max_items = 20, default = json!([]))]
+    tags: Option<Vec<String>>,
+    /// RFC 3339 timestamp with an offset.
+    #[schema(format = DateTime)]
+    due_at: Option<String>,
+    /// RFC 3339 timestamp with an offset.
+    #[schema(format = DateTime)]
+    remind_at: Option<String>,
+    /// Needs a `due_at`.
+    recurrence: Option<RecurrenceRequest>,
 }
 
 /// The body of `PATCH /tasks/{id}`: at least one field.
@@ -185,6 +410,19 @@ pub struct PatchTaskRequest {
     description: Option<String>,
     #[schema(nullable = false)]
     completed: Option<bool>,
+    #[schema(inline, nullable = false)]
+    priority: Option<Priority>,
+    /// Replaces the tags; `[]` removes them all.
+    #[schema(nullable = false, max_items = 20)]
+    tags: Option<Vec<String>>,
+    /// `null` clears it.
+    #[schema(format = DateTime)]
+    due_at: Option<String>,
+    /// `null` clears it.
+    #[schema(format = DateTime)]
+    remind_at: Option<String>,
+    /// `null` clears it.
+    recurrence: Option<RecurrenceRequest>,
 }
 
 /// The optional body of `PATCH /tasks/{id}/complete`; without it (or without `completed`)
@@ -206,19 +444,54 @@ impl NewTask {
         let description = nullable(description);
         let completed = body.boolean("completed");
         let completed = body.optional("completed", completed);
+        let planning = read_planning(&mut body);
+        let planning = planning.map(|p| NewPlanning::defaulted(p, &mut body));
         body.finish((|| {
+            let planning = planning??;
             Some(Self {
                 title: title?,
                 description: description?,
                 completed: completed?.unwrap_or(false),
+                priority: planning.priority,
+                tags: planning.tags,
+                due_at: planning.due_at,
+                remind_at: planning.remind_at,
+                recurrence: planning.recurrence,
             })
         })())
     }
 }
 
+/// The planning fields of a whole task (a create or a `PUT`): a field left out takes its
+/// default.
+struct NewPlanning {
+    priority: Priority,
+    tags: Tags,
+    due_at: Option<DateTime<Utc>>,
+    remind_at: Option<DateTime<Utc>>,
+    recurrence: Option<Recurrence>,
+}
+
+impl NewPlanning {
+    /// `None` (with the failure recorded) when a recurrence comes without a due time.
+    fn defaulted(fields: PlanningFields, body: &mut JsonObject) -> Option<Self> {
+        let planning = Self {
+            priority: fields.priority.unwrap_or_default(),
+            tags: fields.tags.unwrap_or_default(),
+            due_at: fields.due_at.flatten(),
+            remind_at: fields.remind_at.flatten(),
+            recurrence: fields.recurrence.flatten(),
+        };
+        if planning.recurrence.is_some() && planning.due_at.is_none() {
+            body.reject(RECURRENCE_NEEDS_DUE.field, RECURRENCE_NEEDS_DUE.message);
+            return None;
+        }
+        Some(planning)
+    }
+}
+
 /// Absent or null both mean "no description"; `None` when the field was invalid.
-fn nullable(field: crate::extract::Field<Description>) -> Option<Option<Description>> {
-    use crate::extract::Field;
+fn nullable(field: Field<Description>) -> Option<Option<Description>> {
     match field {
         Field::Absent | Field::Null => Some(None),
         Field::Present(value) => Some(Some(value)),
@@ -227,9 +500,9 @@ fn nullable(field: crate::extract::Field<Description>) -> Option<Option<Descript
 }
 
 impl TaskChange {
-    /// `PUT`: a full replacement; every field must be given (`description` may be null).
+    /// `PUT`: a full replacement. `title`, `description` (which may be null) and `completed`
+    /// must be given; a planning field left out takes its default.
     pub fn replace_from_json(mut body: JsonObject) -> Result<Self, ApiError> {
-        use crate::extract::Field;
         let title = body.string("title", TaskTitle::parse);
         let title = body.required("title", title);
         let description = match body.string("description", Description::parse) {
@@ -241,22 +514,30 @@ impl TaskChange {
         };
         let completed = body.boolean("completed");
         let completed = body.required("completed", completed);
+        let planning = read_planning(&mut body);
+        let planning = planning.map(|p| NewPlanning::defaulted(p, &mut body));
         body.finish((|| {
+            let planning = planning??;
             Some(Self {
                 title: Some(title?),
                 description: Some(description?),
                 completed: Completion::Set(completed?),
+                priority: Some(planning.priority),
+                tags: Some(planning.tags),
+                due_at: Some(planning.due_at),
+                remind_at: Some(planning.remind_at),
+                recurrence: Some(planning.recurrence),
             })
         })())
     }
 
     /// `PATCH`: any of the fields, at least one.
     pub fn patch_from_json(mut body: JsonObject) -> Result<Self, ApiError> {
-        use crate::extract::Field;
         if body.is_empty() {
             return Err(ApiError::field(
                 "body",
-                "must contain at least one of title, description, completed",
+                "must contain at least one of title, description, completed, priority, tags, \
+                 due_at, remind_at, recurrence",
             ));
         }
         let title = body.string("title", TaskTitle::parse);
@@ -267,11 +548,18 @@ impl TaskChange {
         };
         let completed = body.boolean("completed");
         let completed = body.optional("completed", completed);
+        let planning = read_planning(&mut body);
         body.finish((|| {
+            let planning = planning?;
             Some(Self {
                 title: title?,
                 description: description?,
                 completed: completed?.map_or(Completion::Keep, Completion::Set),
+                priority: planning.priority,
+                tags: planning.tags,
+                due_at: planning.due_at,
+                remind_at: planning.remind_at,
+                recurrence: planning.recurrence,
             })
         })())
     }
@@ -291,6 +579,11 @@ impl TaskChange {
             title: None,
             description: None,
             completed,
+            priority: None,
+            tags: None,
+            due_at: None,
+            remind_at: None,
+            recurrence: None,
         })
     }
 }
@@ -302,6 +595,10 @@ pub enum SortBy {
     UpdatedAt,
     Title,
     Completed,
+    /// Tasks without a due date last, in both orders.
+    DueAt,
+    /// By rank: `desc` lists `urgent` first.
+    Priority,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -346,6 +643,23 @@ pub struct ListQuery {
     pub sort_order: SortOrder,
     pub completed: Option<bool>,
     pub q: Option<SearchText>,
+    /// Any of these; empty: every priority.
+    pub priorities: Vec<Priority>,
+    /// Every one of these.
+    pub tags: Vec<Tag>,
+    /// `due_at >= due_after`.
+    pub due_after: Option<DateTime<Utc>>,
+    /// `due_at < due_before`.
+    pub due_before: Option<DateTime<Utc>>,
+    pub overdue: Option<Overdue>,
+}
+
+/// The `overdue` filter, with the time it was asked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overdue {
+    /// `true`: only open tasks due before `as_of`; `false`: every other task.
+    pub overdue: bool,
+    pub as_of: DateTime<Utc>,
 }
 
 /// The listing's query parameters, for the OpenAPI document.
@@ -369,6 +683,20 @@ pub struct ListParams {
     /// Text matched case-insensitively in title and description.
     #[param(max_length = 255)]
     q: Option<String>,
+    /// Tasks of any of these priorities; may be repeated.
+    #[param(inline, explode = true, style = Form)]
+    priority: Option<Vec<Priority>>,
+    /// Tasks carrying every one of these tags, ignoring case; may be repeated (up to 20).
+    #[param(explode = true, style = Form, max_items = 20)]
+    tag: Option<Vec<String>>,
+    /// Tasks due at or after this RFC 3339 timestamp.
+    #[param(format = DateTime)]
+    due_after: Option<String>,
+    /// Tasks due strictly before this RFC 3339 timestamp.
+    #[param(format = DateTime)]
+    due_before: Option<String>,
+    /// `true`: open tasks due before now; `false`: every other task.
+    overdue: Option<bool>,
 }
 
 impl Default for ListQuery {
@@ -380,16 +708,44 @@ impl Default for ListQuery {
             sort_order: SortOrder::Desc,
             completed: None,
             q: None,
+            priorities: Vec::new(),
+            tags: Vec::new(),
+            due_after: None,
+            due_before: None,
+            overdue: None,
         }
     }
 }
 
+/// Query parameters the listing takes more than once.
+const REPEATABLE: [&str; 2] = ["priority", "tag"];
+
 impl ListQuery {
-    /// Parses the query parameters, reporting every bad or unknown one.
+    /// Parses the query parameters, reporting every bad or unknown one. `priority` and `tag`
+    /// may be repeated; any other parameter given twice is refused.
     pub fn parse(
-        mut params: HashMap<String, String>,
+        pairs: impl IntoIterator<Item = (String, String)>,
         max_page_size: u32,
     ) -> Result<Self, ApiError> {
+        let mut params = HashMap::new();
+        let mut repeated: HashMap<&'static str, Vec<String>> = HashMap::new();
+        let mut twice = Vec::new();
+        for (name, value) in pairs {
+            if let Some(&name) = REPEATABLE.iter().find(|r| **r == name) {
+                repeated.entry(name).or_default().push(value);
+            } else {
+                match params.entry(name) {
+                    std::collections::hash_map::Entry::Occupied(entry) => {
+                        if !twice.contains(entry.key()) {
+                            twice.push(entry.key().clone());
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(value);
+                    }
+                }
+            }
+        }
         // The setting is at least 1; a caller passing 0 still gets pages of one.
         let max_page_size = max_page_size.max(1);
         let mut query = Self {
@@ -420,7 +776,12 @@ impl ListQuery {
                 "updated_at" => Ok(SortBy::UpdatedAt),
                 "title" => Ok(SortBy::Title),
                 "completed" => Ok(SortBy::Completed),
-                _ => Err("must be one of created_at, updated_at, title, completed".to_owned()),
+                "due_at" => Ok(SortBy::DueAt),
+                "priority" => Ok(SortBy::Priority),
+                _ => Err(
+                    "must be one of created_at, updated_at, title, completed, due_at, priority"
+                        .to_owned(),
+                ),
             };
             check("sort_by", sort_by.map(|s| query.sort_by = s));
         }
@@ -453,10 +814,67 @@ impl ListQuery {
             };
             check("q", result);
         }
+        for value in repeated.remove("priority").unwrap_or_default() {
+            match Priority::parse(&value) {
+                Ok(priority) if !query.priorities.contains(&priority) => {
+                    query.priorities.push(priority);
+                }
+                Ok(_) => {}
+                Err(message) => check("priority", Err(message)),
+            }
+        }
+        let tags = repeated.remove("tag").unwrap_or_default();
+        if tags.len() > super::planning::TAGS_MAX {
+            check(
+                "tag",
+                Err(format!(
+                    "may be given at most {} times",
+                    super::planning::TAGS_MAX
+                )),
+            );
+        } else {
+            for value in tags {
+                match Tag::parse(&value) {
+                    Ok(tag) => query.tags.push(tag),
+                    Err(message) => check("tag", Err(message)),
+                }
+            }
+        }
+        if let Some(value) = params.remove("due_after") {
+            check(
+                "due_after",
+                parse_timestamp(&value).map(|time| query.due_after = Some(time)),
+            );
+        }
+        if let Some(value) = params.remove("due_before") {
+            check(
+                "due_before",
+                parse_timestamp(&value).map(|time| query.due_before = Some(time)),
+            );
+        }
+        if let Some(value) = params.remove("overdue") {
+            let overdue = match value.as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("must be true or false".to_owned()),
+            };
+            check(
+                "overdue",
+                overdue.map(|overdue| {
+                    query.overdue = Some(Overdue {
+                        overdue,
+                        as_of: now_millis(),
+                    });
+                }),
+            );
+        }
         let mut unknown: Vec<String> = params.into_keys().collect();
         unknown.sort();
         for name in unknown {
             errors.push(FieldError::new(name, "is not a known query parameter"));
+        }
+        for name in twice {
+            errors.push(FieldError::new(name, "must be given only once"));
         }
         if errors.is_empty() {
             Ok(query)
@@ -503,11 +921,29 @@ impl TaskPage {
     }
 }
 
+/// One tag of a user, with how many of their tasks carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TagCount {
+    /// The tag, as the first of its spellings (by code point) that the user's tasks use.
+    #[schema(example = "Groceries")]
+    pub tag: String,
+    /// Open (not completed) tasks carrying it.
+    pub open: u64,
+    /// All tasks carrying it.
+    pub total: u64,
+}
+
+/// `GET /api/{user_id}/tags`: every tag of the user, most used first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagList {
+    pub items: Vec<TagCount>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -533,7 +969,7 @@ mod tests {
     #[test]
     fn listing_defaults_and_every_bad_parameter_is_named() {
         assert_eq!(
-            ListQuery::parse(HashMap::new(), 100).unwrap(),
+            ListQuery::parse(Vec::new(), 100).unwrap(),
             ListQuery::default()
         );
         let Err(ApiError::Validation { errors, .. }) = ListQuery::parse(

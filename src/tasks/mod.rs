@@ -3,6 +3,8 @@
 //! [`crate::events`]).
 
 pub mod domain;
+pub mod planning;
+pub mod reminders;
 mod routes;
 mod service;
 

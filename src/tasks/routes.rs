@@ -13,13 +13,13 @@ use uuid::Uuid;
 
 use super::domain::{
     CompleteTaskRequest, CreateTaskRequest, ListParams, ListQuery, NewTask, PatchTaskRequest,
-    ReplaceTaskRequest, Task, TaskChange, TaskPage,
+    ReplaceTaskRequest, TagList, Task, TaskChange, TaskPage,
 };
 use crate::{
     app::AppState,
     auth::TaskOwner,
     error::{ApiError, Problem},
-    extract::{IfMatch, JsonBody, OptionalJsonBody, Precondition, QueryPairs, TaskId},
+    extract::{IfMatch, JsonBody, OptionalJsonBody, Precondition, QueryList, QueryPairs, TaskId},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_tasks, create_task))
         .routes(routes!(get_task, replace_task, patch_task, delete_task))
         .routes(routes!(complete_task))
+        .routes(routes!(list_tags))
 }
 
 /// The failures every task route can answer with.
@@ -126,7 +127,7 @@ fn location(owner: &TaskOwner, task: &Task) -> HeaderValue {
 async fn list_tasks(
     State(state): State<AppState>,
     owner: TaskOwner,
-    QueryPairs(params): QueryPairs,
+    QueryList(params): QueryList,
 ) -> Result<Json<TaskPage>, ApiError> {
     let query = ListQuery::parse(params, state.max_page_size)?;
     state.tasks.list(&owner.user_id, &query).await.map(Json)
@@ -348,4 +349,32 @@ async fn delete_task(
         .delete(&owner.user_id, id, condition.as_ref())
         .await
         .map(Json)
+}
+
+/// List the user's tags
+///
+/// Every tag the user's tasks carry, with how many open and all tasks carry it, most used
+/// first, then by folded key. Tags that differ only in case are one tag.
+#[utoipa::path(
+    get,
+    path = "/api/{user_id}/tags",
+    tag = "tasks",
+    params(("user_id" = String, Path, description = "The token's subject")),
+    security(("bearer" = []), ("oauth2_password" = [])),
+    responses(
+        (status = 200, description = "The user's tags", body = TagList),
+        (status = 400, description = "A query parameter was given (there are none)", body = Problem, content_type = "application/problem+json"),
+        TaskRouteErrors,
+    )
+)]
+async fn list_tags(
+    State(state): State<AppState>,
+    owner: TaskOwner,
+    QueryPairs(params): QueryPairs,
+) -> Result<Json<TagList>, ApiError> {
+    if let Some(name) = params.keys().min() {
+        return Err(ApiError::field(name, "is not a known query parameter"));
+    }
+    let items = state.tasks.tags(&owner.user_id).await?;
+    Ok(Json(TagList { items }))
 }

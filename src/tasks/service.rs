@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::domain::{ListQuery, NewTask, Task, TaskChange, TaskPage, now_millis};
+use super::domain::{ListQuery, NewTask, TagCount, Task, TaskChange, TaskPage, now_millis};
 use crate::{
     auth::revocation::Revocation,
     error::ApiError,
@@ -14,7 +14,7 @@ use crate::{
         record::{EventType, NewEvent},
     },
     extract::IfMatch,
-    storage::{Store, to_completion},
+    storage::{Store, TaskUpdate, to_completion},
 };
 
 const TASK_NOT_FOUND: ApiError = ApiError::NotFound("no such task");
@@ -44,7 +44,14 @@ impl TaskService {
             completed: new.completed,
             created_at: now,
             updated_at: now,
+            priority: new.priority,
+            tags: new.tags,
+            due_at: new.due_at,
+            remind_at: new.remind_at,
+            recurrence: new.recurrence,
+            next_task_id: None,
             version: 1,
+            reminder_sent: false,
         };
         let event = self.event(EventType::Created, &task);
         let store = self.store.clone();
@@ -71,23 +78,11 @@ impl TaskService {
         condition: Option<&IfMatch>,
     ) -> Result<Task, ApiError> {
         let version = self.expected_version(owner, id, condition).await?;
-        // A change that sets `completed` from false to true is a completion; any other
-        // change (un-completing, retitling, completing again) is an update.
         let service = self.clone();
         let (owner, change) = (owner.to_owned(), change.clone());
         let task = to_completion(async move {
-            let event = |before: &Task, after: &Task| {
-                let event_type = if !before.completed && after.completed {
-                    EventType::Completed
-                } else {
-                    EventType::Updated
-                };
-                service.event(event_type, after)
-            };
-            service
-                .store
-                .update_task(&owner, id, &change, now_millis(), version, &event)
-                .await
+            let plan = |before: &Task| service.plan(before, &change);
+            service.store.update_task(&owner, id, version, &plan).await
         })
         .await?
         .ok_or_else(|| missing(version))?;
@@ -112,6 +107,72 @@ impl TaskService {
         .ok_or_else(|| missing(version))?;
         self.events.committed();
         Ok(task)
+    }
+
+    /// What `change` writes to `before`. A change that sets `completed` from false to true
+    /// is a completion; any other change (un-completing, retitling, completing again) is an
+    /// update. Completing a recurring task that has no next occurrence yet creates it, with
+    /// its own `todo.task.created` event after the completion's.
+    fn plan(
+        &self,
+        before: &Task,
+        change: &TaskChange,
+    ) -> Result<TaskUpdate, super::domain::Refusal> {
+        let now = now_millis();
+        let mut task = change.apply(before, now)?;
+        let completion = !before.completed && task.completed;
+        let created = (completion && task.next_task_id.is_none())
+            .then(|| task.next_occurrence(now))
+            .flatten();
+        if let Some(next) = &created {
+            task.next_task_id = Some(next.id);
+        }
+        let event_type = if completion {
+            EventType::Completed
+        } else {
+            EventType::Updated
+        };
+        let mut events = vec![self.event(event_type, &task)];
+        events.extend(
+            created
+                .iter()
+                .map(|next| self.event(EventType::Created, next)),
+        );
+        Ok(TaskUpdate {
+            task,
+            created,
+            events,
+        })
+    }
+
+    /// Every tag of the owner's tasks with its counts, most used first.
+    pub async fn tags(&self, owner: &str) -> Result<Vec<TagCount>, ApiError> {
+        Ok(self.store.tag_counts(owner).await?)
+    }
+
+    /// Sends every reminder due now, in batches, each batch one transaction with its events;
+    /// how many were sent.
+    pub async fn send_due_reminders(&self) -> Result<usize, ApiError> {
+        const BATCH: u32 = 500;
+        let mut sent = 0;
+        loop {
+            let service = self.clone();
+            let batch = to_completion(async move {
+                let event = |task: &Task| service.event(EventType::Reminder, task);
+                service
+                    .store
+                    .send_due_reminders(now_millis(), BATCH, &event)
+                    .await
+            })
+            .await?;
+            if batch > 0 {
+                self.events.committed();
+            }
+            sent += batch;
+            if batch < BATCH as usize {
+                return Ok(sent);
+            }
+        }
     }
 
     /// Deletes the local account `id` and all its tasks in one transaction, with a
