@@ -444,6 +444,40 @@ impl From<UserRow> for UserCredentials {
     }
 }
 
+/// The listing's one statement, after `prefix` (empty, or `EXPLAIN `). One statement, so one
+/// snapshot: the page and its total cannot disagree however writes interleave, and one round
+/// trip instead of two. The count is the outer side of a LATERAL join, so a page past the end
+/// still returns it (one row of NULL task columns). The outer ORDER BY repeats the page's,
+/// because a join's output order is otherwise unspecified.
+fn listing_statement(
+    prefix: &str,
+    owner: &str,
+    query: &ListQuery,
+) -> sqlx::QueryBuilder<'static, Postgres> {
+    let order = order_by(query, Dialect::Postgres);
+    let mut listing = sqlx::QueryBuilder::new(format!(
+        concat!(
+            "{}SELECT ",
+            task_columns!(),
+            ", counted.total FROM (SELECT count(*) AS total"
+        ),
+        prefix
+    ));
+    push_filters(&mut listing, Dialect::Postgres, owner, query, |t| t);
+    // The page also carries the title key, which the outer ORDER BY may sort on.
+    listing.push(concat!(
+        ") AS counted LEFT JOIN LATERAL (SELECT ",
+        task_columns!(),
+        ", title_key"
+    ));
+    push_filters(&mut listing, Dialect::Postgres, owner, query, |t| t);
+    listing.push(&order);
+    push_page(&mut listing, query);
+    listing.push(") AS page ON true");
+    listing.push(&order);
+    listing
+}
+
 /// Records, inside the revoking transaction, that tokens of account `id` below `generation`
 /// are refused from `now` on. The clock row's lock, held until commit, orders revisions by
 /// commit.
@@ -773,29 +807,7 @@ impl Store for PostgresStore {
         owner: &str,
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError> {
-        // One statement, so one snapshot: the page and its total cannot disagree however
-        // writes interleave, and one round trip instead of two. The count is the outer
-        // side of a LATERAL join, so a page past the end still returns it (one row of
-        // NULL task columns). The outer ORDER BY repeats the page's, because a join's
-        // output order is otherwise unspecified.
-        let order = order_by(query.sort_by, query.sort_order, Dialect::Postgres);
-        let mut listing = sqlx::QueryBuilder::new(concat!(
-            "SELECT ",
-            task_columns!(),
-            ", counted.total FROM (SELECT count(*) AS total"
-        ));
-        push_filters(&mut listing, owner, query, |t| t);
-        // The page also carries the title key, which the outer ORDER BY may sort on.
-        listing.push(concat!(
-            ") AS counted LEFT JOIN LATERAL (SELECT ",
-            task_columns!(),
-            ", title_key"
-        ));
-        push_filters(&mut listing, owner, query, |t| t);
-        listing.push(&order);
-        push_page(&mut listing, query);
-        listing.push(") AS page ON true");
-        listing.push(&order);
+        let mut listing = listing_statement("", owner, query);
         let mut session = self.session().await?;
         let rows: Vec<ListingRow> = listing
             .build_query_as()
@@ -809,6 +821,22 @@ impl Store for PostgresStore {
             .filter_map(ListingRow::task)
             .collect::<Result<_, _>>()?;
         Ok((tasks, total))
+    }
+
+    async fn explain_listing(
+        &self,
+        owner: &str,
+        query: &ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut listing = listing_statement("EXPLAIN ", owner, query);
+        let mut session = self.session().await?;
+        let lines: Vec<(String,)> = listing
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(session.conn())
+            .await?;
+        session.finish().await?;
+        Ok(lines.into_iter().map(|(line,)| line).collect())
     }
 
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {

@@ -618,24 +618,7 @@ impl Store for SqliteStore {
         // One statement and one row: sqlx hands each SQLite row from the connection's thread
         // to the caller separately, which costs more than the query, so the page comes back
         // as a JSON array, together with the count.
-        let order = order_by(query.sort_by, query.sort_order, Dialect::Sqlite);
-        let mut listing = sqlx::QueryBuilder::new("SELECT (SELECT count(*)");
-        push_filters(&mut listing, owner, query, |t| t.timestamp_millis());
-        listing.push(
-            "), (SELECT json_group_array(json_object(
-                'id', id, 'user_id', user_id, 'title', title, 'description', description,
-                'completed', json(iif(completed, 'true', 'false')),
-                'created_at', created_at, 'updated_at', updated_at, 'version', version,
-                'priority', priority, 'tags', tags, 'due_at', due_at, 'remind_at', remind_at,
-                'recurrence', recurrence, 'next_task_id', next_task_id,
-                'reminder_sent', json(iif(reminder_sent, 'true', 'false')))",
-        );
-        listing.push(&order);
-        listing.push(concat!(") FROM (SELECT ", task_columns!(), ", title_key"));
-        push_filters(&mut listing, owner, query, |t| t.timestamp_millis());
-        listing.push(&order);
-        push_page(&mut listing, query);
-        listing.push("))");
+        let mut listing = listing_statement("", owner, query);
         let (total, page): (i64, String) = listing.build_query_as().fetch_one(&self.pool).await?;
         let rows: Vec<TaskRow> =
             serde_json::from_str(&page).map_err(|error| StoreError::Other(error.into()))?;
@@ -646,6 +629,16 @@ impl Store for SqliteStore {
         Ok((tasks, total.max(0) as u64))
     }
 
+    async fn explain_listing(
+        &self,
+        owner: &str,
+        query: &ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut listing = listing_statement("EXPLAIN QUERY PLAN ", owner, query);
+        let rows: Vec<(i64, i64, i64, String)> =
+            listing.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(.., detail)| detail).collect())
+    }
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {
         let row = sqlx::query_as(concat!(
             "SELECT ",
@@ -887,6 +880,37 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+/// The listing's one statement, after `prefix` (empty, or `EXPLAIN QUERY PLAN `).
+fn listing_statement(
+    prefix: &str,
+    owner: &str,
+    query: &ListQuery,
+) -> sqlx::QueryBuilder<'static, Sqlite> {
+    let order = order_by(query, Dialect::Sqlite);
+    let mut listing = sqlx::QueryBuilder::new(format!("{prefix}SELECT (SELECT count(*)"));
+    push_filters(&mut listing, Dialect::Sqlite, owner, query, |t| {
+        t.timestamp_millis()
+    });
+    listing.push(
+        "), (SELECT json_group_array(json_object(
+            'id', id, 'user_id', user_id, 'title', title, 'description', description,
+            'completed', json(iif(completed, 'true', 'false')),
+            'created_at', created_at, 'updated_at', updated_at, 'version', version,
+            'priority', priority, 'tags', tags, 'due_at', due_at, 'remind_at', remind_at,
+            'recurrence', recurrence, 'next_task_id', next_task_id,
+            'reminder_sent', json(iif(reminder_sent, 'true', 'false')))",
+    );
+    listing.push(&order);
+    listing.push(concat!(") FROM (SELECT ", task_columns!(), ", title_key"));
+    push_filters(&mut listing, Dialect::Sqlite, owner, query, |t| {
+        t.timestamp_millis()
+    });
+    listing.push(&order);
+    push_page(&mut listing, query);
+    listing.push("))");
+    listing
 }
 
 impl SqliteStore {

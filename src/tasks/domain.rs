@@ -883,6 +883,13 @@ impl ListQuery {
         }
     }
 
+    /// Whether the filters match only tasks with a due date.
+    pub fn only_dated(&self) -> bool {
+        self.due_after.is_some()
+            || self.due_before.is_some()
+            || self.overdue.is_some_and(|overdue| overdue.overdue)
+    }
+
     pub fn offset(&self) -> i64 {
         i64::from(self.page - 1) * i64::from(self.page_size)
     }
