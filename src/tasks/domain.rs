@@ -843,13 +843,13 @@ impl ListQuery {
         if let Some(value) = params.remove("due_after") {
             check(
                 "due_after",
-                parse_timestamp(&value).map(|time| query.due_after = Some(time)),
+                query_timestamp(&value).map(|time| query.due_after = Some(time)),
             );
         }
         if let Some(value) = params.remove("due_before") {
             check(
                 "due_before",
-                parse_timestamp(&value).map(|time| query.due_before = Some(time)),
+                query_timestamp(&value).map(|time| query.due_before = Some(time)),
             );
         }
         if let Some(value) = params.remove("overdue") {
@@ -893,6 +893,20 @@ impl ListQuery {
     pub fn offset(&self) -> i64 {
         i64::from(self.page - 1) * i64::from(self.page_size)
     }
+}
+
+/// A timestamp from a query string. A `+` sent unencoded arrives as a space (form encoding);
+/// that mistake gets its own message rather than a guess.
+fn query_timestamp(value: &str) -> Result<DateTime<Utc>, String> {
+    parse_timestamp(value).map_err(|message| {
+        if parse_timestamp(&value.trim().replace(' ', "+")).is_ok() {
+            "has a space where its offset's `+` should be: in a query string a `+` means a \
+             space, so send it as %2B (or use Z)"
+                .to_owned()
+        } else {
+            message
+        }
+    })
 }
 
 fn parse_number(value: &str, min: u32, max: u32) -> Result<u32, String> {
@@ -1035,6 +1049,23 @@ mod tests {
         assert_eq!(query.q.unwrap().as_str(), "café");
         let query = ListQuery::parse(params(&[("q", "\u{200b}")]), 100).unwrap();
         assert_eq!(query.q, None);
+    }
+
+    #[test]
+    fn an_unencoded_plus_in_a_due_filter_is_named_as_such() {
+        let Err(ApiError::Validation { errors, .. }) = ListQuery::parse(
+            params(&[
+                ("due_after", "2026-12-01T00:00:00 02:00"),
+                ("due_before", "soon"),
+            ]),
+            100,
+        ) else {
+            panic!("expected a validation error");
+        };
+        assert!(errors[0].message.contains("%2B"), "{:?}", errors[0]);
+        assert!(!errors[1].message.contains("%2B"), "{:?}", errors[1]);
+        let query = ListQuery::parse(params(&[("due_after", "2026-12-01T00:00:00+02:00")]), 100);
+        assert!(query.unwrap().due_after.is_some());
     }
 
     #[test]
