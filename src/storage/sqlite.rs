@@ -218,16 +218,30 @@ fn millis(time: Option<DateTime<Utc>>) -> Option<i64> {
     time.map(|time| time.timestamp_millis())
 }
 
-/// Inserts `task` and its tag rows inside `transaction`.
-async fn insert_task_row(
+/// Writes `task` with every column inside `transaction`: a new task (`before` is `None`), or
+/// the change of `before` that [`crate::tasks::domain::TaskChange::apply`] made (the caller
+/// read and locked `before` by owner and id). Its tag rows follow when they changed.
+async fn write_task_row(
     transaction: &mut Transaction<'static, Sqlite>,
+    before: Option<&Task>,
     task: &Task,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    // One statement for both: an insert or, on the task's id, the update of what can change
+    // (never the owner, the id or created_at).
+    let written = sqlx::query(
         "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
                             version, priority, tags, due_at, remind_at, recurrence,
                             next_task_id, reminder_sent, reminder_due, title_key, description_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         ON CONFLICT (id) DO UPDATE SET
+             title = excluded.title, description = excluded.description,
+             completed = excluded.completed, updated_at = excluded.updated_at,
+             version = excluded.version, priority = excluded.priority, tags = excluded.tags,
+             due_at = excluded.due_at, remind_at = excluded.remind_at,
+             recurrence = excluded.recurrence, next_task_id = excluded.next_task_id,
+             reminder_sent = excluded.reminder_sent, reminder_due = excluded.reminder_due,
+             title_key = excluded.title_key, description_key = excluded.description_key
+         WHERE tasks.user_id = excluded.user_id",
     )
     .bind(task.id.to_string())
     .bind(&task.user_id)
@@ -248,8 +262,22 @@ async fn insert_task_row(
     .bind(fold(&task.title))
     .bind(task.description.as_deref().map(fold))
     .execute(&mut **transaction)
-    .await?;
-    insert_tag_rows(transaction, task).await
+    .await?
+    .rows_affected();
+    if written != 1 {
+        // Only an id taken by another owner's task: nothing is written, and nothing claimed.
+        return Err(sqlx::Error::RowNotFound);
+    }
+    if before.map(|before| &before.tags) != Some(&task.tags) {
+        if before.is_some() {
+            sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
+                .bind(task.id.to_string())
+                .execute(&mut **transaction)
+                .await?;
+        }
+        insert_tag_rows(transaction, task).await?;
+    }
+    Ok(())
 }
 
 async fn insert_tag_rows(
@@ -266,49 +294,6 @@ async fn insert_tag_rows(
         .bind(tag.as_str())
         .execute(&mut **transaction)
         .await?;
-    }
-    Ok(())
-}
-
-/// Writes every changeable column of `task` (as [`crate::tasks::domain::TaskChange::apply`]
-/// left it), and its tag rows when they changed from `before`'s.
-async fn update_task_row(
-    transaction: &mut Transaction<'static, Sqlite>,
-    before: &Task,
-    task: &Task,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE tasks SET title = $3, title_key = $4, description = $5, description_key = $6,
-                          completed = $7, updated_at = $8, version = $9, priority = $10,
-                          tags = $11, due_at = $12, remind_at = $13, recurrence = $14,
-                          next_task_id = $15, reminder_sent = $16, reminder_due = $17
-         WHERE user_id = $1 AND id = $2",
-    )
-    .bind(&task.user_id)
-    .bind(task.id.to_string())
-    .bind(&task.title)
-    .bind(fold(&task.title))
-    .bind(&task.description)
-    .bind(task.description.as_deref().map(fold))
-    .bind(task.completed)
-    .bind(task.updated_at.timestamp_millis())
-    .bind(task.version)
-    .bind(task.priority.rank())
-    .bind(task.tags.to_stored())
-    .bind(millis(task.due_at))
-    .bind(millis(task.remind_at))
-    .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
-    .bind(task.next_task_id.map(|id| id.to_string()))
-    .bind(task.reminder_sent)
-    .bind(millis(task.reminder_due()))
-    .execute(&mut **transaction)
-    .await?;
-    if task.tags != before.tags {
-        sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
-            .bind(task.id.to_string())
-            .execute(&mut **transaction)
-            .await?;
-        insert_tag_rows(transaction, task).await?;
     }
     Ok(())
 }
@@ -604,7 +589,7 @@ impl Store for SqliteStore {
 
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
-        insert_task_row(&mut transaction, task).await?;
+        write_task_row(&mut transaction, None, task).await?;
         append_event(&mut transaction, event).await?;
         transaction.commit().await?;
         Ok(())
@@ -678,9 +663,9 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let update = plan(&before).map_err(StoreError::Refused)?;
-        update_task_row(&mut transaction, &before, &update.task).await?;
+        write_task_row(&mut transaction, Some(&before), &update.task).await?;
         if let Some(created) = &update.created {
-            insert_task_row(&mut transaction, created).await?;
+            write_task_row(&mut transaction, None, created).await?;
         }
         for event in &update.events {
             append_event(&mut transaction, event).await?;
