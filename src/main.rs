@@ -22,6 +22,16 @@ enum Command {
     Serve,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Print the database's plan for one listing of a user's tasks, then exit: the very
+    /// statement `GET /api/{user_id}/tasks` runs (`EXPLAIN` on PostgreSQL, `EXPLAIN QUERY
+    /// PLAN` on SQLite). For example `todo-api explain alice 'sort_by=due_at&tag=work'`.
+    Explain {
+        /// The tasks' owner: a token subject.
+        user_id: String,
+        /// The listing's query string, without `?`.
+        #[arg(default_value = "")]
+        query: String,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +61,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Explain { user_id, query } => explain(settings, &user_id, &query).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +79,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await?
         .run_until_stopped()
         .await?;
+    Ok(())
+}
+
+async fn explain(settings: Settings, user_id: &str, query: &str) -> anyhow::Result<()> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)?;
+    let query = todo_api::tasks::domain::ListQuery::parse(pairs, settings.max_page_size).map_err(
+        |error| match error {
+            todo_api::error::ApiError::Validation { errors, .. } => {
+                let problems: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect();
+                anyhow::anyhow!("the listing's query string: {}", problems.join("; "))
+            }
+            other => anyhow::anyhow!("the listing's query string: {other}"),
+        },
+    )?;
+    let store = storage::connect(&settings).await?;
+    let plan = store.explain_listing(user_id, &query).await;
+    store.close().await;
+    for line in plan? {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -126,3 +126,26 @@ async fn sqlalchemys_relative_sqlite_url_lands_in_the_working_directory_and_is_l
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn explain_prints_the_plan_of_a_listing_and_refuses_a_bad_query_naming_it() {
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let url = ("DATABASE_URL", "sqlite://./todo.db");
+    let (migrated, log) = run_to_end(&["migrate"], &[url], database.directory());
+    assert!(migrated, "{log}");
+    let (success, plan) = run_to_end(
+        &["explain", "alice", "sort_by=due_at&tag=work"],
+        &[url, ("RUST_LOG", "warn")],
+        database.directory(),
+    );
+    assert!(success, "{plan}");
+    assert!(plan.contains("tasks_owner_due"), "{plan}");
+    assert!(plan.contains("task_tags"), "{plan}");
+    let (success, log) = run_to_end(
+        &["explain", "alice", "sort_by=colour"],
+        &[url, ("RUST_LOG", "warn")],
+        database.directory(),
+    );
+    assert!(!success);
+    assert!(log.contains("sort_by: must be one of"), "{log}");
+}
