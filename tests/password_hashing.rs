@@ -169,14 +169,23 @@ async fn the_hashing_threads_and_only_they_run_at_the_lowest_priority() {
         inherited < 19,
         "the tests run below nice 19, or there is nothing to lower"
     );
+    // proc(5) field 41, the scheduling policy: 0 SCHED_OTHER, 5 SCHED_IDLE (sched(7)).
+    let policy_of = |stat: &str| -> i32 { stat_fields(stat)[38].parse().unwrap() };
     let mut hashing = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads") {
         let task = entry.unwrap().path();
         let name = std::fs::read_to_string(task.join("comm")).unwrap();
-        let nice = nice_of(&task.join("stat").display().to_string());
+        let stat = task.join("stat").display().to_string();
+        let nice = nice_of(&stat);
         if name.starts_with("password-hash") {
-            hashing.push(nice);
+            hashing.push((nice, policy_of(&stat)));
         } else {
+            assert_eq!(
+                policy_of(&stat),
+                0,
+                "thread {} keeps SCHED_OTHER",
+                name.trim()
+            );
             assert_eq!(
                 nice,
                 inherited,
@@ -188,8 +197,8 @@ async fn the_hashing_threads_and_only_they_run_at_the_lowest_priority() {
     }
     assert_eq!(
         hashing,
-        [19, 19, 19],
-        "three hashing threads, each at nice 19"
+        [(19, 5), (19, 5), (19, 5)],
+        "three hashing threads, each at nice 19 and SCHED_IDLE"
     );
     assert!(
         !server

@@ -12,8 +12,9 @@
 //! The request timeout still bounds a wait that the task routes stretch by taking the CPU,
 //! and a job whose request timed out is skipped.
 //!
-//! The pool threads run at nice 19, so hashing takes every core the task routes leave idle
-//! and yields to them the moment they need it. On Linux the nice value is per thread.
+//! The pool threads run under Linux's `SCHED_IDLE` policy (and at nice 19, the fallback where
+//! that is refused), so hashing takes every core the task routes leave idle and yields to
+//! them the moment they need it. On Linux both are per thread.
 
 use std::{
     collections::VecDeque,
@@ -459,7 +460,8 @@ fn thread_cpu_time() -> ThreadCpuTime {
     ThreadCpuTime(START.get_or_init(std::time::Instant::now).elapsed())
 }
 
-/// Lowers the calling thread (only it: on Linux the nice value is per thread) to nice 19.
+/// Lowers the calling thread (only it: on Linux priorities are per thread) to nice 19, then
+/// to the `SCHED_IDLE` policy where the kernel allows it.
 #[cfg(target_os = "linux")]
 fn lower_priority() -> std::io::Result<()> {
     // SAFETY: `gettid` has no preconditions, and `setpriority` on the caller's own thread
@@ -468,11 +470,24 @@ fn lower_priority() -> std::io::Result<()> {
         let thread = libc::gettid();
         libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, HASHING_NICE)
     };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    // SCHED_IDLE (Linux, sched(7)): the thread runs only on a CPU no normal thread wants, and
+    // a waking task route preempts it at once, where against a nice 19 thread it may wait out
+    // the rest of that thread's time slice. Nice 19 stays as the fallback where the policy
+    // is refused (a seccomp filter, a container without it).
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as above; `sched_setscheduler` on the caller's own thread id changes only that
+    // thread's policy, and reads `param`, which lives across the call.
+    let result = unsafe { libc::sched_setscheduler(libc::gettid(), libc::SCHED_IDLE, &param) };
+    if result != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "SCHED_IDLE refused for a password hashing thread; it keeps nice 19"
+        );
+    }
+    Ok(())
 }
 
 /// Elsewhere `setpriority` would change the whole process, task routes included.

@@ -121,7 +121,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         names: &["PASSWORD_HASH_CONCURRENCY"],
-        meaning: "threads of the password hashing pool, i.e. bcrypt computations at once whatever clients do; they run at the lowest scheduling priority (nice 19)",
+        meaning: "threads of the password hashing pool, i.e. bcrypt computations at once whatever clients do; they run at the lowest scheduling priority (Linux `SCHED_IDLE`, and nice 19)",
         default: "the number of cores",
     },
     Setting {
