@@ -8,7 +8,7 @@
 #   bench/startup.sh                   (from any directory; 20 starts)
 #   RUNS=50 bench/startup.sh
 #
-# Builds the release binary once (`cargo build --release --locked`). Each start gets a new
+# Builds the release binary once (`cargo build --profile ${BUILD_PROFILE:-release} --locked`). Each start gets a new
 # temporary working directory and a clean environment holding only PATH, HOME,
 # BETTER_AUTH_SECRET (a fixed 32+ byte test secret, so that no warning about a random one is
 # logged) and PORT (a free one); everything else is at its default — DATABASE_URL is

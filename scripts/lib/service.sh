@@ -115,13 +115,16 @@ ensure_tools() {
     command -v cargo >/dev/null || die "cargo is not on PATH"
 }
 
-# build_release: `cargo build --release --locked` in REPO_ROOT, which stays the working
-# directory; sets BIN, honouring CARGO_TARGET_DIR and .cargo/config.toml like cargo itself.
+# build_release: `cargo build --profile $BUILD_PROFILE --locked` (default `release`; the
+# deployments' `production` profile with BUILD_PROFILE=production) in REPO_ROOT, which stays
+# the working directory; sets BIN, honouring CARGO_TARGET_DIR and .cargo/config.toml like
+# cargo itself.
 build_release() {
+    local profile=${BUILD_PROFILE:-release}
     cd "$REPO_ROOT" || exit
-    log "building: cargo build --release --locked"
-    cargo build --release --locked
-    BIN="$(cargo metadata --format-version 1 --no-deps --locked | jq -r '.target_directory')/release/todo-api"
+    log "building: cargo build --profile $profile --locked"
+    cargo build --profile "$profile" --locked
+    BIN="$(cargo metadata --format-version 1 --no-deps --locked | jq -r '.target_directory')/$profile/todo-api"
     [[ -x "$BIN" ]] || die "$BIN was not built"
 }
 
