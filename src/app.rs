@@ -5,7 +5,10 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -114,8 +117,9 @@ impl Application {
         let revocation_sync = revocations.spawn_sync(store.clone());
         let passwords = PasswordHasher::start(&settings)?;
         let events = Events::new(store.clone(), settings.events.clone());
+        let reminders_sent = Arc::new(AtomicU64::new(0));
         let observer = Arc::new(Observer::new(
-            metrics(&passwords, jwks.clone(), &events),
+            metrics(&passwords, jwks.clone(), &events, &reminders_sent),
             settings.metrics_token.clone(),
         ));
         RefusalLog::summarise_periodically(&observer.refusals);
@@ -146,7 +150,8 @@ impl Application {
         })?;
         tracing::info!(address = %listener.local_addr()?, "listening");
         let event_workers = events.start()?;
-        let reminders = tasks::reminders::spawn(task_service, settings.reminders_poll);
+        let reminders =
+            tasks::reminders::spawn(task_service, settings.reminders_poll, reminders_sent);
         Ok(Self {
             listener,
             router,
@@ -213,6 +218,7 @@ fn metrics(
     passwords: &PasswordHasher,
     jwks: Option<Arc<JwksVerifier>>,
     events: &Events,
+    reminders_sent: &Arc<AtomicU64>,
 ) -> Metrics {
     let mut metrics = Metrics::new();
     let hasher = passwords.clone();
@@ -243,6 +249,12 @@ fn metrics(
         "event_relay_lag_milliseconds",
         "Age of the oldest undelivered task event (0 when none)",
         move || (relay.lag().oldest_pending_age_seconds * 1000.0) as i64,
+    );
+    let sent = reminders_sent.clone();
+    metrics.sample_counter(
+        "reminders_sent",
+        "todo.task.reminder events this instance wrote",
+        move || sent.load(Ordering::Relaxed),
     );
     metrics
 }

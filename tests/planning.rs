@@ -2365,3 +2365,44 @@ on_both_backends! {
         }
     }
 }
+
+on_both_backends! {
+    async fn the_metrics_count_the_reminders_this_instance_sent(backend: Backend) {
+        const METRICS_TOKEN: &str = "metrics-token-of-the-planning-tests";
+        let app = TestApp::spawn_with(backend, |settings| {
+            settings.reminders_poll = POLL;
+            settings.metrics_token = Some(todo_api::config::Secret::new(METRICS_TOKEN));
+        })
+        .await;
+        let alice = app.signup("alice").await;
+        let sent = || async {
+            let body = app
+                .request(Method::GET, "/metrics")
+                .bearer_auth(METRICS_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            body.lines()
+                .find_map(|line| line.strip_prefix("reminders_sent_total "))
+                .map(|value| value.trim().parse::<f64>().unwrap())
+        };
+        assert_eq!(sent().await, Some(0.0), "the counter is there from the start");
+        for title in ["one", "two"] {
+            app.create_task(&alice, json!({"title": title, "remind_at": from_now(0)}))
+                .await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sent().await != Some(2.0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "two reminders never counted: {:?}",
+                sent().await
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        app.stop().await;
+    }
+}

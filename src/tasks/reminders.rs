@@ -4,13 +4,24 @@
 //! so a reminder is sent once however many instances scan, and one that fell due while no
 //! instance ran is sent by the first scan after start.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use super::TaskService;
 use crate::error::ApiError;
 
 /// Starts the scan; abort the handle to stop it (a batch being written still commits).
-pub fn spawn(service: TaskService, poll: Duration) -> tokio::task::JoinHandle<()> {
+/// `sent` counts the reminders this instance sends (`reminders_sent_total` on `/metrics`).
+pub fn spawn(
+    service: TaskService,
+    poll: Duration,
+    sent: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -18,7 +29,10 @@ pub fn spawn(service: TaskService, poll: Duration) -> tokio::task::JoinHandle<()
             ticker.tick().await;
             match service.send_due_reminders().await {
                 Ok(0) => {}
-                Ok(sent) => tracing::debug!(sent, "sent due reminders"),
+                Ok(count) => {
+                    sent.fetch_add(count as u64, Ordering::Relaxed);
+                    tracing::debug!(sent = count, "sent due reminders");
+                }
                 // The database is away: due reminders wait for it, none is lost.
                 Err(ApiError::Unavailable) => {
                     tracing::debug!("could not look for due reminders: database unavailable");
