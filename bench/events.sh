@@ -37,9 +37,6 @@ source "$BENCH_DIR/../scripts/lib/service.sh"
 LUA_SCRIPT="$BENCH_DIR/request.lua"
 PG_CREATED=0
 
-psql_admin() {
-    PGOPTIONS="-c client_min_messages=warning" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -X -q -v ON_ERROR_STOP=1 "$@"
-}
 on_cleanup() {
     if [[ "$PG_CREATED" == 1 ]]; then
         psql_admin -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" || true

@@ -115,10 +115,6 @@ done
 PG_CREATED=0
 OHA_BUILD_DIR=""
 
-psql_admin() {
-    PGOPTIONS="-c client_min_messages=warning" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -X -q -v ON_ERROR_STOP=1 "$@"
-}
-
 drop_pg_db() {
     psql_admin -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)"
 }

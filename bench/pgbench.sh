@@ -57,7 +57,6 @@ on_cleanup() {
     fi
 }
 install_cleanup
-psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres "$@"; }
 
 # wrk_rate PATH: requests/s of the service on PATH, or a failure on any error.
 wrk_rate() {
@@ -86,8 +85,7 @@ start_server "$DATABASE_URL" BETTER_AUTH_SECRET="$BENCH_SECRET" \
 signup bench_user bench_user@example.com bench-password-123
 create_tasks "$SEED_TASKS" 'Task {}' 'Description of task {}'
 expect_task_total "$SEED_TASKS"
-psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" \
-    -c "VACUUM ANALYZE tasks"
+psql_bench -c "VACUUM ANALYZE tasks"
 
 # The reference: what the listing needs, as two plain statements, prepared (-M prepared:
 # pgbench then binds :uid as a parameter).

@@ -65,8 +65,6 @@ on_cleanup() {
 }
 install_cleanup
 
-psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres "$@"; }
-psql_bench() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" "$@"; }
 
 # The same rows on both databases: user load-<n> owns TASKS_PER_USER tasks; a fifth have no
 # due date, a tenth carry the tag `work`, priorities and completion spread evenly.

@@ -13,17 +13,16 @@ ALTER TABLE tasks
     ADD COLUMN recurrence TEXT,
     ADD COLUMN next_task_id UUID,
     -- Whether the reminder for the current remind_at was sent.
-    ADD COLUMN reminder_sent BOOLEAN NOT NULL DEFAULT FALSE,
-    -- remind_at while the reminder is armed (task open, not sent yet), else NULL: what the
-    -- reminder scan reads, through the partial index below.
-    ADD COLUMN reminder_due TIMESTAMPTZ;
+    ADD COLUMN reminder_sent BOOLEAN NOT NULL DEFAULT FALSE;
 
 -- Listing by priority or due date is an index range scan per owner, like the other sorts;
 -- due dates have one index per order, each with the undated tasks last.
 CREATE INDEX tasks_owner_priority ON tasks (user_id, priority, id);
 CREATE INDEX tasks_owner_due_asc ON tasks (user_id, due_at ASC NULLS LAST, id ASC);
 CREATE INDEX tasks_owner_due_desc ON tasks (user_id, due_at DESC NULLS LAST, id DESC);
-CREATE INDEX tasks_reminder_due ON tasks (reminder_due) WHERE reminder_due IS NOT NULL;
+-- Armed reminders only (set, task open, not sent yet): what the reminder scan reads.
+CREATE INDEX tasks_reminders_armed ON tasks (remind_at, id)
+    WHERE remind_at IS NOT NULL AND NOT completed AND NOT reminder_sent;
 
 -- One row per tag of a task: the tag filter and GET /api/{user_id}/tags read these.
 -- tag_key is the folded tag (src/text.rs `fold`), compared in byte order.

@@ -12,9 +12,6 @@ ALTER TABLE tasks ADD COLUMN recurrence TEXT;
 ALTER TABLE tasks ADD COLUMN next_task_id TEXT;
 -- Whether the reminder for the current remind_at was sent.
 ALTER TABLE tasks ADD COLUMN reminder_sent INTEGER NOT NULL DEFAULT 0 CHECK (reminder_sent IN (0, 1));
--- remind_at while the reminder is armed (task open, not sent yet), else NULL: what the
--- reminder scan reads, through the partial index below.
-ALTER TABLE tasks ADD COLUMN reminder_due INTEGER;
 
 -- Listing by priority or due date is an index range scan per owner, like the other sorts.
 -- SQLite indexes cannot say NULLS LAST, so the due-date indexes lead with `due_at IS NULL`
@@ -22,7 +19,9 @@ ALTER TABLE tasks ADD COLUMN reminder_due INTEGER;
 CREATE INDEX tasks_owner_priority ON tasks (user_id, priority, id);
 CREATE INDEX tasks_owner_due_asc ON tasks (user_id, due_at IS NULL, due_at, id);
 CREATE INDEX tasks_owner_due_desc ON tasks (user_id, due_at IS NULL, due_at DESC, id DESC);
-CREATE INDEX tasks_reminder_due ON tasks (reminder_due) WHERE reminder_due IS NOT NULL;
+-- Armed reminders only (set, task open, not sent yet): what the reminder scan reads.
+CREATE INDEX tasks_reminders_armed ON tasks (remind_at, id)
+    WHERE remind_at IS NOT NULL AND NOT completed AND NOT reminder_sent;
 
 -- One row per tag of a task: the tag filter and GET /api/{user_id}/tags read these.
 -- tag_key is the folded tag (src/text.rs `fold`), compared in byte order.

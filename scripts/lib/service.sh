@@ -206,6 +206,21 @@ start_server() {
 }
 
 # ---------------------------------------------------------------------------------------
+# PostgreSQL, for the bench scripts: PG_HOST, PG_PORT, PG_USER and PG_DB are the caller's.
+# ---------------------------------------------------------------------------------------
+# psql_admin ARGS...: psql on the `postgres` database, quiet, stopping at the first error.
+psql_admin() {
+    PGOPTIONS="-c client_min_messages=warning" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
+        -d postgres -X -q -v ON_ERROR_STOP=1 "$@"
+}
+
+# psql_bench ARGS...: the same on the scratch database PG_DB.
+psql_bench() {
+    PGOPTIONS="-c client_min_messages=warning" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
+        -d "$PG_DB" -X -q -v ON_ERROR_STOP=1 "$@"
+}
+
+# ---------------------------------------------------------------------------------------
 # The API
 # ---------------------------------------------------------------------------------------
 # api METHOD PATH [BODY]: prints the body, then a last line with the status code; with

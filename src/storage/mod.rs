@@ -406,7 +406,7 @@ fn push_filters<'q, DB, Time>(
         builder.push(" AND id IN (SELECT task_id FROM task_tags WHERE user_id = ");
         builder.push_bind(owner.to_owned());
         builder.push(" AND tag_key = ");
-        builder.push_bind(tag.key().to_owned());
+        builder.push_bind(tag.key());
         builder.push(")");
     }
     if query.only_dated() && dialect == Dialect::Sqlite {

@@ -277,16 +277,15 @@ async fn write_task_row(
     let written = sqlx::query(
         "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
                             version, priority, tags, due_at, remind_at, recurrence,
-                            next_task_id, reminder_sent, reminder_due, title_key, description_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                            next_task_id, reminder_sent, title_key, description_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, description = excluded.description,
              completed = excluded.completed, updated_at = excluded.updated_at,
              version = excluded.version, priority = excluded.priority, tags = excluded.tags,
              due_at = excluded.due_at, remind_at = excluded.remind_at,
              recurrence = excluded.recurrence, next_task_id = excluded.next_task_id,
-             reminder_sent = excluded.reminder_sent, reminder_due = excluded.reminder_due,
-             title_key = excluded.title_key, description_key = excluded.description_key
+             reminder_sent = excluded.reminder_sent, title_key = excluded.title_key, description_key = excluded.description_key
          WHERE tasks.user_id = excluded.user_id",
     )
     .bind(task.id)
@@ -304,7 +303,6 @@ async fn write_task_row(
     .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
     .bind(task.next_task_id)
     .bind(task.reminder_sent)
-    .bind(task.reminder_due())
     .bind(fold(&task.title))
     .bind(task.description.as_deref().map(fold))
     .persistent(persistent)
@@ -340,7 +338,7 @@ async fn insert_tag_rows(
     let (keys, texts): (Vec<String>, Vec<String>) = task
         .tags
         .iter()
-        .map(|tag| (tag.key().to_owned(), tag.as_str().to_owned()))
+        .map(|tag| (tag.key(), tag.as_str().to_owned()))
         .unzip();
     sqlx::query(
         "INSERT INTO task_tags (task_id, user_id, tag_key, tag)
@@ -944,10 +942,11 @@ impl Store for PostgresStore {
         // SKIP LOCKED: each due task is claimed by one instance; a row being changed by a
         // request is left for the next round, when its reminder may be disarmed.
         let rows: Vec<TaskRow> = sqlx::query_as(concat!(
-            "UPDATE tasks SET reminder_sent = TRUE, reminder_due = NULL
-             WHERE id IN (SELECT id FROM tasks WHERE reminder_due <= $1
-                          ORDER BY reminder_due, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-               AND reminder_due IS NOT NULL
+            "UPDATE tasks SET reminder_sent = TRUE
+             WHERE id IN (SELECT id FROM tasks
+                          WHERE remind_at <= $1 AND NOT completed AND NOT reminder_sent
+                          ORDER BY remind_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+               AND NOT completed AND NOT reminder_sent
              RETURNING ",
             task_columns!()
         ))

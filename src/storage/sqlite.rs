@@ -231,16 +231,15 @@ async fn write_task_row(
     let written = sqlx::query(
         "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
                             version, priority, tags, due_at, remind_at, recurrence,
-                            next_task_id, reminder_sent, reminder_due, title_key, description_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                            next_task_id, reminder_sent, title_key, description_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, description = excluded.description,
              completed = excluded.completed, updated_at = excluded.updated_at,
              version = excluded.version, priority = excluded.priority, tags = excluded.tags,
              due_at = excluded.due_at, remind_at = excluded.remind_at,
              recurrence = excluded.recurrence, next_task_id = excluded.next_task_id,
-             reminder_sent = excluded.reminder_sent, reminder_due = excluded.reminder_due,
-             title_key = excluded.title_key, description_key = excluded.description_key
+             reminder_sent = excluded.reminder_sent, title_key = excluded.title_key, description_key = excluded.description_key
          WHERE tasks.user_id = excluded.user_id",
     )
     .bind(task.id.to_string())
@@ -258,7 +257,6 @@ async fn write_task_row(
     .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
     .bind(task.next_task_id.map(|id| id.to_string()))
     .bind(task.reminder_sent)
-    .bind(millis(task.reminder_due()))
     .bind(fold(&task.title))
     .bind(task.description.as_deref().map(fold))
     .execute(&mut **transaction)
@@ -731,9 +729,10 @@ impl Store for SqliteStore {
         // processes on one file never both send a reminder.
         let mut transaction = self.begin_write().await?;
         let rows: Vec<TaskRow> = sqlx::query_as(concat!(
-            "UPDATE tasks SET reminder_sent = 1, reminder_due = NULL
-             WHERE id IN (SELECT id FROM tasks WHERE reminder_due <= $1
-                          ORDER BY reminder_due, id LIMIT $2)
+            "UPDATE tasks SET reminder_sent = 1
+             WHERE id IN (SELECT id FROM tasks
+                          WHERE remind_at <= $1 AND NOT completed AND NOT reminder_sent
+                          ORDER BY remind_at, id LIMIT $2)
              RETURNING ",
             task_columns!()
         ))

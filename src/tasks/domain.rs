@@ -72,13 +72,6 @@ impl Task {
         format!("\"{}\"", self.version)
     }
 
-    /// When this task's reminder is due: its `remind_at`, while the task is open and the
-    /// reminder for that value has not been sent.
-    pub fn reminder_due(&self) -> Option<DateTime<Utc>> {
-        self.remind_at
-            .filter(|_| !self.completed && !self.reminder_sent)
-    }
-
     /// The occurrence after this recurring task, created when it is completed at `now`; `None`
     /// when it does not recur, or its series has ended.
     pub fn next_occurrence(&self, now: DateTime<Utc>) -> Option<Task> {

@@ -63,7 +63,6 @@ impl Priority {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tag {
     text: String,
-    key: String,
 }
 
 impl Tag {
@@ -77,7 +76,6 @@ impl Tag {
             n if n > TAG_MAX_CHARS => Err(format!("must be at most {TAG_MAX_CHARS} characters")),
             _ => Ok(Self {
                 text: trimmed.to_owned(),
-                key: text::fold(trimmed),
             }),
         }
     }
@@ -86,9 +84,10 @@ impl Tag {
         &self.text
     }
 
-    /// The folded key, what filters and the tags route compare.
-    pub fn key(&self) -> &str {
-        &self.key
+    /// The folded key, what filters and the tags route compare. Computed when asked: only
+    /// writes of tag rows and tag filters need it, never a read of a task.
+    pub fn key(&self) -> String {
+        text::fold(&self.text)
     }
 }
 
@@ -106,29 +105,29 @@ impl Tags {
             return Err(format!("must have at most {TAGS_MAX} tags"));
         }
         let mut tags: Vec<Tag> = Vec::with_capacity(items.len());
+        let mut keys: Vec<String> = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let Value::String(raw) = item else {
                 return Err(format!("item {index} must be a string"));
             };
             let tag = Tag::parse(raw).map_err(|message| format!("item {index} {message}"))?;
-            if tags.iter().any(|seen| seen.key == tag.key) {
+            let key = tag.key();
+            if keys.contains(&key) {
                 return Err(format!(
                     "item {index} repeats a tag (tags are compared ignoring case)"
                 ));
             }
+            keys.push(key);
             tags.push(tag);
         }
         Ok(Self(tags))
     }
 
-    /// Reads the stored JSON text (written by [`Tags::to_stored`]).
+    /// Reads the stored JSON text (written by [`Tags::to_stored`], from tags that passed
+    /// [`Tags::from_json`]): every task read takes this path, so nothing is checked again.
     pub fn from_stored(text: &str) -> Result<Self, anyhow::Error> {
         let items: Vec<String> = serde_json::from_str(text)?;
-        let tags = items
-            .iter()
-            .map(|item| Tag::parse(item).map_err(anyhow::Error::msg))
-            .collect::<Result<_, _>>()?;
-        Ok(Self(tags))
+        Ok(Self(items.into_iter().map(|text| Tag { text }).collect()))
     }
 
     /// The JSON text stored with the task.
