@@ -1,6 +1,7 @@
 //! Listing by tag, by due date and by priority stays an index scan for a user with 100 000
 //! tasks, on both databases: the plans of the very statements the listing runs
-//! (`Store::explain_listing`), on tables bulk-loaded and analysed. Printed with
+//! (`Store::explain_listing`; on PostgreSQL the generic plan of the prepared statement, which
+//! is what the service runs), on tables bulk-loaded and analysed. Printed with
 //! `cargo test --test planning_plans -- --nocapture`.
 
 mod common;
@@ -121,6 +122,9 @@ on_both_backends! {
             let text = plan.join("\n");
             match backend {
                 Backend::Postgres => {
+                    // The plan the service runs is the generic one (`plan_cache_mode`), whose
+                    // conditions name parameters, not values.
+                    assert!(text.contains("= $1"), "{listing}: not the generic plan\n{text}");
                     assert!(!text.contains("Seq Scan"), "{listing}: a sequential scan\n{text}");
                     // The outer ORDER BY sorts the page's rows (at most a page); below the
                     // page's LIMIT nothing may sort.

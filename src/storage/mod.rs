@@ -436,6 +436,58 @@ fn push_filters<'q, DB, Time>(
     }
 }
 
+/// Appends `SELECT <total> AS total …`: the number of the owner's tasks the listing's filters
+/// keep. With no filter but `completed` it is read from the owner's row of `task_counts`,
+/// which triggers keep in the transaction of every write to `tasks` (the migration
+/// `20261130120000_task_counts`), instead of counted from the owner's rows.
+fn push_total<'q, DB, Time>(
+    builder: &mut sqlx::QueryBuilder<'q, DB>,
+    dialect: Dialect,
+    owner: &str,
+    query: &ListQuery,
+    time: impl Fn(DateTime<Utc>) -> Time,
+) where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i16: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Time: sqlx::Encode<'q, DB> + sqlx::Type<DB> + 'q,
+{
+    // Every field named, so that a new filter cannot be missed here.
+    let ListQuery {
+        page: _,
+        page_size: _,
+        sort_by: _,
+        sort_order: _,
+        completed,
+        q,
+        priorities,
+        tags,
+        due_after,
+        due_before,
+        overdue,
+    } = query;
+    let kept = q.is_none()
+        && priorities.is_empty()
+        && tags.is_empty()
+        && due_after.is_none()
+        && due_before.is_none()
+        && overdue.is_none();
+    if !kept {
+        builder.push("SELECT count(*) AS total");
+        push_filters(builder, dialect, owner, query, time);
+        return;
+    }
+    builder.push(match completed {
+        None => "SELECT coalesce((SELECT tasks",
+        Some(true) => "SELECT coalesce((SELECT completed",
+        Some(false) => "SELECT coalesce((SELECT tasks - completed",
+    });
+    builder.push(" FROM task_counts WHERE user_id = ");
+    builder.push_bind(owner.to_owned());
+    builder.push("), 0) AS total");
+}
+
 /// Appends ` LIMIT … OFFSET …` for the listing's page.
 fn push_page<'q, DB>(builder: &mut sqlx::QueryBuilder<'q, DB>, query: &ListQuery)
 where

@@ -20,7 +20,7 @@ use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
-    order_by, push_filters, push_page, task_columns, warn_email_collision,
+    order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
 };
 use crate::{
     auth::{
@@ -32,6 +32,10 @@ use crate::{
     tasks::domain::{ListQuery, Priority, Recurrence, TagCount, Tags, Task},
     text::fold,
 };
+
+/// Run on each new connection (not behind PgBouncer): plan each prepared statement once.
+/// `plan_cache_mode` is PostgreSQL 12's; see [`PostgresStore::connect`].
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -91,10 +95,25 @@ impl PostgresStore {
         // One plain connection first: it fails fast with the real cause (refused, TLS,
         // authentication), where the pool would retry quietly for its whole acquire timeout.
         PgConnection::connect_with(&options).await?.close().await?;
-        let pool = PgPoolOptions::new()
+        let mut pool = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
-            .acquire_timeout(settings.database_acquire_timeout)
-            .connect_lazy_with(options);
+            .acquire_timeout(settings.database_acquire_timeout);
+        if !pgbouncer {
+            // Our statements are prepared once per connection and reused. PostgreSQL's default
+            // (`auto`) re-plans a prepared statement on every execution while its custom plans
+            // look cheaper than the generic one, which for a listing they always do: the
+            // planning then costs more than the query (measured: bench/README.md, "Generic
+            // plans"). Every statement here is keyed by the owner and walks an index on it, so
+            // the generic plan is the one a custom plan would pick; `todo-api explain` shows it.
+            // Not behind PgBouncer: a SET would stay on whichever server connection ran it.
+            pool = pool.after_connect(|connection, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(connection, GENERIC_PLANS).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_lazy_with(options);
         Ok(Self {
             pool,
             persistent: !pgbouncer,
@@ -437,14 +456,10 @@ fn listing_statement(
 ) -> sqlx::QueryBuilder<'static, Postgres> {
     let order = order_by(query, Dialect::Postgres);
     let mut listing = sqlx::QueryBuilder::new(format!(
-        concat!(
-            "{}SELECT ",
-            task_columns!(),
-            ", counted.total FROM (SELECT count(*) AS total"
-        ),
+        concat!("{}SELECT ", task_columns!(), ", counted.total FROM ("),
         prefix
     ));
-    push_filters(&mut listing, Dialect::Postgres, owner, query, |t| t);
+    push_total(&mut listing, Dialect::Postgres, owner, query, |t| t);
     // The page also carries the title key, which the outer ORDER BY may sort on.
     listing.push(concat!(
         ") AS counted LEFT JOIN LATERAL (SELECT ",
@@ -457,6 +472,35 @@ fn listing_statement(
     listing.push(") AS page ON true");
     listing.push(&order);
     listing
+}
+
+/// The generic plan of the listing's statement, the plan the service runs ([`GENERIC_PLANS`]):
+/// `EXPLAIN` of a statement with bound values would plan for those values instead.
+async fn generic_plan(
+    pool: &PgPool,
+    owner: &str,
+    query: &ListQuery,
+) -> Result<Vec<String>, StoreError> {
+    // The statement is prepared by name on a connection of its own (then closed), so nothing
+    // is left behind in the pool's connections.
+    let mut listing = listing_statement("", owner, query);
+    let prepare = format!("PREPARE todo_listing_plan AS {}", listing.sql());
+    let arguments = sqlx::Execute::take_arguments(&mut listing.build())
+        .map_err(sqlx::Error::Encode)?
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("the listing binds no values")))?;
+    // A generic plan does not depend on the values, so each is passed as NULL: no value
+    // reaches the SQL text. Without ANALYZE nothing is executed.
+    let values = vec!["NULL"; sqlx::Arguments::len(&arguments)].join(", ");
+    let explain = format!("EXPLAIN EXECUTE todo_listing_plan({values})");
+    let mut connection = pool.acquire().await?.detach();
+    // `prepare` is the listing's own text, whose values are all placeholders.
+    sqlx::Executor::execute(&mut connection, sqlx::raw_sql(&prepare)).await?;
+    let lines: Vec<(String,)> = sqlx::query_as(&explain)
+        .persistent(false)
+        .fetch_all(&mut connection)
+        .await?;
+    connection.close().await?;
+    Ok(lines.into_iter().map(|(line,)| line).collect())
 }
 
 /// Records, inside the revoking transaction, that tokens of account `id` below `generation`
@@ -732,6 +776,12 @@ impl Store for PostgresStore {
             .into_iter()
             .map(Task::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        // The triggers left the owner's counts at zero; the row goes with the account.
+        sqlx::query("DELETE FROM task_counts WHERE user_id = $1")
+            .bind(id.to_string())
+            .persistent(self.persistent)
+            .execute(&mut *transaction)
+            .await?;
         tasks.sort_by_key(|task| task.id);
         for task in &tasks {
             append_event(&mut transaction, &event(task), self.persistent).await?;
@@ -809,15 +859,19 @@ impl Store for PostgresStore {
         owner: &str,
         query: &ListQuery,
     ) -> Result<Vec<String>, StoreError> {
-        let mut listing = listing_statement("EXPLAIN ", owner, query);
-        let mut session = self.session().await?;
-        let lines: Vec<(String,)> = listing
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(session.conn())
-            .await?;
-        session.finish().await?;
-        Ok(lines.into_iter().map(|(line,)| line).collect())
+        if !self.persistent {
+            // Unnamed statements are planned for their values each time: that plan.
+            let mut listing = listing_statement("EXPLAIN ", owner, query);
+            let mut session = self.session().await?;
+            let lines: Vec<(String,)> = listing
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(session.conn())
+                .await?;
+            session.finish().await?;
+            return Ok(lines.into_iter().map(|(line,)| line).collect());
+        }
+        generic_plan(&self.pool, owner, query).await
     }
 
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError> {

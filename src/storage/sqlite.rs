@@ -17,7 +17,7 @@ use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
     limits::{AttemptLimits, MemoryLimits},
-    order_by, push_filters, push_page, task_columns, warn_email_collision,
+    order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
 };
 use crate::{
     auth::{
@@ -548,6 +548,11 @@ impl Store for SqliteStore {
             .into_iter()
             .map(Task::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        // The triggers left the owner's counts at zero; the row goes with the account.
+        sqlx::query("DELETE FROM task_counts WHERE user_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *transaction)
+            .await?;
         tasks.sort_by_key(|task| task.id);
         for task in &tasks {
             append_event(&mut transaction, &event(task)).await?;
@@ -873,8 +878,8 @@ fn listing_statement(
     query: &ListQuery,
 ) -> sqlx::QueryBuilder<'static, Sqlite> {
     let order = order_by(query, Dialect::Sqlite);
-    let mut listing = sqlx::QueryBuilder::new(format!("{prefix}SELECT (SELECT count(*)"));
-    push_filters(&mut listing, Dialect::Sqlite, owner, query, |t| {
+    let mut listing = sqlx::QueryBuilder::new(format!("{prefix}SELECT ("));
+    push_total(&mut listing, Dialect::Sqlite, owner, query, |t| {
         t.timestamp_millis()
     });
     listing.push(
