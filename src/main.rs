@@ -23,8 +23,8 @@ enum Command {
     /// Apply pending database migrations, then exit.
     Migrate,
     /// Print the database's plan for one listing of a user's tasks, then exit: the very
-    /// statement `GET /api/{user_id}/tasks` runs (`EXPLAIN` on PostgreSQL, `EXPLAIN QUERY
-    /// PLAN` on SQLite). For example `todo-api explain alice 'sort_by=due_at&tag=work'`.
+    /// statement `GET /api/{user_id}/tasks` runs (the generic plan on PostgreSQL, `EXPLAIN
+    /// QUERY PLAN` on SQLite). For example `todo-api explain alice 'sort_by=due_at&tag=work'`.
     Explain {
         /// The tasks' owner: a token subject.
         user_id: String,

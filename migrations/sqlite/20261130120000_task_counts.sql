@@ -5,8 +5,8 @@
 -- statement) keeps the count.
 CREATE TABLE task_counts (
     user_id   TEXT    PRIMARY KEY,
-    tasks     INTEGER NOT NULL CHECK (tasks >= 0),
-    completed INTEGER NOT NULL CHECK (completed BETWEEN 0 AND tasks)
+    tasks     INTEGER NOT NULL,
+    completed INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 INSERT INTO task_counts (user_id, tasks, completed)
