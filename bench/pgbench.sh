@@ -16,6 +16,7 @@ usage: bench/pgbench.sh
 
 Environment (all optional):
   DURATION      seconds per measurement (default 15)
+  ROUNDS        rounds of pgbench, then the service's two pages, in turn (default 3)
   CONNECTIONS   connections of wrk (default 100)
   PG_CLIENTS    clients of pgbench (default 10, the service's DATABASE_MAX_CONNECTIONS: both
                 then keep as many statements in flight in PostgreSQL)
@@ -36,6 +37,7 @@ DURATION=${DURATION:-15}
 DURATION=${DURATION%s}
 CONNECTIONS=${CONNECTIONS:-100}
 PG_CLIENTS=${PG_CLIENTS:-10}
+ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 SEED_TASKS=${SEED_TASKS:-1000}
 PG_HOST=${PG_HOST:-127.0.0.1}
@@ -94,16 +96,27 @@ SELECT id, user_id, title, description, completed, created_at, updated_at
   FROM tasks WHERE user_id = :uid ORDER BY created_at DESC, id DESC LIMIT 20 OFFSET 0;
 SELECT count(*) FROM tasks WHERE user_id = :uid;
 SQL
-log "pgbench: the reference SQL, $PG_CLIENTS clients, ${DURATION}s"
-pgbench_out=$(pgbench -n -M prepared -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
-    -c "$PG_CLIENTS" -j "$THREADS" -T "$DURATION" -D uid="$USER_ID" \
-    -f "$WORK_DIR/listing.sql" "$PG_DB" 2>&1) || die "pgbench failed: $pgbench_out"
-reference=$(awk '/^tps = / { printf "%.1f", $3 }' <<<"$pgbench_out")
-[[ -n "$reference" ]] || die "no tps from pgbench: $pgbench_out"
+# pgbench_rate: listings/s of PostgreSQL alone running the reference SQL.
+pgbench_rate() {
+    local out
+    out=$(pgbench -n -M prepared -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
+        -c "$PG_CLIENTS" -j "$THREADS" -T "$DURATION" -D uid="$USER_ID" \
+        -f "$WORK_DIR/listing.sql" "$PG_DB" 2>&1) || die "pgbench failed: $out"
+    awk '/^tps = / { printf "%.1f", $3; found = 1 } END { exit !found }' <<<"$out" ||
+        die "no tps from pgbench: $out"
+}
 
-log "the service: GET /api/{user_id}/tasks, page of 20 and of 50"
-page20=$(wrk_rate "/api/$USER_ID/tasks")
-page50=$(wrk_rate "/api/$USER_ID/tasks?page_size=50")
+# Rounds of the three measurements in turn, so that the machine's drift (±15 % from one run
+# to the next here) falls on all three alike; each share is of its own round.
+ROWS=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    log "round $round of $ROUNDS: pgbench ($PG_CLIENTS clients), then the service (page of 20, of 50), ${DURATION}s each"
+    reference=$(pgbench_rate)
+    page20=$(wrk_rate "/api/$USER_ID/tasks")
+    page50=$(wrk_rate "/api/$USER_ID/tasks?page_size=50")
+    share=$(awk -v ours="$page20" -v ref="$reference" 'BEGIN { printf "%.0f %%", 100 * ours / ref }')
+    ROWS+=("$round|$reference|$page20|$share|$page50")
+done
 stop_server
 
 printf '\nPostgreSQL listing against pgbench: %s cores, %s, load %s, commit %s\n' "$(nproc)" \
@@ -111,10 +124,6 @@ printf '\nPostgreSQL listing against pgbench: %s cores, %s, load %s, commit %s\n
 printf '1 user, %s tasks; pgbench -c %s, wrk -c %s (the service: %s database connections), %s s each; both on this machine\n\n' \
     "$SEED_TASKS" "$PG_CLIENTS" "$CONNECTIONS" 10 "$DURATION"
 {
-    echo "what|listings/s"
-    echo "pgbench: the reference SQL (page of 20 + count), prepared|$reference"
-    echo "the service: GET …/tasks (page of 20)|$page20"
-    echo "the service: GET …/tasks?page_size=50|$page50"
+    echo "round|pgbench: reference SQL (page of 20 + count)|service: page of 20|share|service: page of 50"
+    printf '%s\n' "${ROWS[@]}"
 } | print_columns 1
-awk -v ours="$page20" -v ref="$reference" \
-    'BEGIN { printf "\nthe service, page of 20, is %.0f %% of PostgreSQL alone\n", 100 * ours / ref }'
