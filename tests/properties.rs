@@ -636,3 +636,18 @@ proptest! {
         prop_assert!(fold(&whole).contains(&fold(&b)), "{whole:?} / {b:?}");
     }
 }
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    #[test]
+    fn response_bodies_escape_every_string_as_serde_json_does(
+        raw in prop_oneof![any_text(), any::<String>(), "[\\x00-\\x7f]{0,64}"]
+    ) {
+        // Task bodies are written by sonic-rs (src/tasks/routes.rs `JsonResponse`); what
+        // they hold must read back exactly, escaped the way every other body is.
+        let ours = sonic_rs::to_string(&raw).unwrap();
+        prop_assert_eq!(&ours, &serde_json::to_string(&raw).unwrap());
+        prop_assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), raw);
+    }
+}
