@@ -1,6 +1,6 @@
 //! The SQLite implementation of [`Store`]: the zero-set-up default.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -32,6 +32,34 @@ use crate::{
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The turn to write: one writing transaction of this process at a time (see
+    /// [`SqliteStore::begin_write`]).
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction holding the process's turn to write until it ends.
+struct WriteTransaction {
+    transaction: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = Transaction<'static, Sqlite>;
+    fn deref(&self) -> &Self::Target {
+        &self.transaction
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.transaction
+    }
+}
+
+impl WriteTransaction {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.transaction.commit().await
+    }
 }
 
 impl SqliteStore {
@@ -81,7 +109,10 @@ impl SqliteStore {
             pool = pool.idle_timeout(None).max_lifetime(None);
         }
         let pool = pool.connect_with(options).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            writer: Arc::default(),
+        })
     }
 
     /// Computes the folded keys that rows written without them lack (rows older than the
@@ -531,7 +562,7 @@ impl Store for SqliteStore {
         let mut transaction = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.to_string())
-            .execute(&mut *transaction)
+            .execute(&mut **transaction)
             .await?
             .rows_affected();
         if deleted == 0 {
@@ -542,7 +573,7 @@ impl Store for SqliteStore {
             task_columns!()
         ))
         .bind(id.to_string())
-        .fetch_all(&mut *transaction)
+        .fetch_all(&mut **transaction)
         .await?;
         let mut tasks = rows
             .into_iter()
@@ -551,7 +582,7 @@ impl Store for SqliteStore {
         // The triggers left the owner's counts at zero; the row goes with the account.
         sqlx::query("DELETE FROM task_counts WHERE user_id = $1")
             .bind(id.to_string())
-            .execute(&mut *transaction)
+            .execute(&mut **transaction)
             .await?;
         tasks.sort_by_key(|task| task.id);
         for task in &tasks {
@@ -657,7 +688,7 @@ impl Store for SqliteStore {
         ))
         .bind(owner)
         .bind(id.to_string())
-        .fetch_optional(&mut *transaction)
+        .fetch_optional(&mut **transaction)
         .await?;
         let Some(before) = one_task(before)? else {
             return Ok(None);
@@ -693,7 +724,7 @@ impl Store for SqliteStore {
         .bind(owner)
         .bind(id.to_string())
         .bind(version)
-        .fetch_optional(&mut *transaction)
+        .fetch_optional(&mut **transaction)
         .await?;
         let Some(task) = one_task(row)? else {
             return Ok(None);
@@ -743,7 +774,7 @@ impl Store for SqliteStore {
         ))
         .bind(now.timestamp_millis())
         .bind(i64::from(limit))
-        .fetch_all(&mut *transaction)
+        .fetch_all(&mut **transaction)
         .await?;
         let mut tasks = rows
             .into_iter()
@@ -905,9 +936,16 @@ fn listing_statement(
 impl SqliteStore {
     /// A transaction that holds the write lock from its start: one that read first and then
     /// wrote could fail at once (SQLITE_BUSY) when another writer committed in between, where
-    /// BEGIN IMMEDIATE waits its turn under the busy timeout.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// BEGIN IMMEDIATE waits its turn under the busy timeout. Writers of this process first
+    /// queue for their turn in order: waiting in SQLite's busy handler is sleeping in growing
+    /// steps (1, 2, 5 … 100 ms) and retrying, so under many concurrent writes most of them
+    /// slept while the lock was free (bench/README.md, "SQLite writes").
+    async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
+        let turn = self.writer.clone().lock_owned().await;
+        Ok(WriteTransaction {
+            transaction: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: turn,
+        })
     }
 }
 
