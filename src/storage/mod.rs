@@ -184,8 +184,9 @@ pub trait Store: Send + Sync + 'static {
         query: &ListQuery,
     ) -> Result<(Vec<Task>, u64), StoreError>;
     /// The database's plan for the statement [`Store::list_tasks`] runs (on PostgreSQL the
-    /// prepared statement's generic plan, `EXPLAIN QUERY PLAN` on SQLite), one line per row: for the benchmark and
-    /// the tests that check a listing stays an index scan however many tasks a user has.
+    /// prepared statement's generic plan, `EXPLAIN QUERY PLAN` on SQLite), one line per row:
+    /// for the benchmark and the tests that check a listing stays an index scan however many
+    /// tasks a user has.
     async fn explain_listing(
         &self,
         owner: &str,

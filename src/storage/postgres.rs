@@ -382,8 +382,8 @@ struct ListingRow {
 
 /// Read by position, in [`task_columns!`] order (then the listing's `total`):
 /// `#[derive(FromRow)]` looks every column up by name, which hashes the name for every value
-/// of every row (9 % of a listing's instructions). A column out of order fails every test
-/// that reads a task.
+/// of every row (7 % of a listing's instructions; bench/README.md, "Row decoding"). A column
+/// out of order fails every test that reads a task.
 impl<'r> FromRow<'r, PgRow> for TaskRow {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         Ok(Self {

@@ -153,10 +153,8 @@ impl<T: serde::Serialize> IntoResponse for JsonResponse<T> {
                 bytes,
             )
                 .into_response(),
-            Err(error) => {
-                tracing::error!(%error, "a response body did not serialise");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
-            }
+            // As every other failure: logged once and answered with a 500 problem.
+            Err(error) => ApiError::Internal(error.into()).into_response(),
         }
     }
 }
