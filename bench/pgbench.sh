@@ -66,8 +66,8 @@ wrk_rate() {
     BENCH_METHOD=GET BENCH_TOKEN=$TOKEN wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
         --latency -s "$LUA_SCRIPT" "$BASE_URL$1" >"$out" 2>&1 || die "wrk failed: $(cat "$out")"
     read_bench_result "$out" || die "no result from wrk: $(cat "$out")"
-    local errors=$((${BENCH[non2xx]} + ${BENCH[connect]} + ${BENCH[read]}))
-    errors=$((errors + ${BENCH[write]} + ${BENCH[timeout]}))
+    local errors
+    errors=$(failed_requests)
     ((errors == 0)) || die "$errors failed requests on $1: $(cat "$out")"
     per_second "${BENCH[requests]}" "${BENCH[duration_us]}"
 }

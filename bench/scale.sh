@@ -139,8 +139,8 @@ wrk_run() {
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA_SCRIPT" \
         "$BASE_URL$path" >"$out" 2>&1 || die "wrk failed: $(cat "$out")"
     read_bench_result "$out" || die "no result from wrk: $(cat "$out")"
-    local errors=$((${BENCH[non2xx]} + ${BENCH[connect]} + ${BENCH[read]}))
-    errors=$((errors + ${BENCH[write]} + ${BENCH[timeout]}))
+    local errors
+    errors=$(failed_requests)
     printf '%s|%s|%s|%s|%.1f|%.1f|%s\n' "$DB" "$size" "$name" \
         "$(per_second "${BENCH[requests]}" "${BENCH[duration_us]}")" \
         "$(awk -v us="${BENCH[p50_us]}" 'BEGIN { print us / 1000 }')" \

@@ -307,6 +307,12 @@ read_bench_result() {
     done
 }
 
+# failed_requests: of the run read by read_bench_result, the responses that were not 2xx plus
+# the socket errors (connect, read, write, timeout).
+failed_requests() {
+    echo $((BENCH[non2xx] + BENCH[connect] + BENCH[read] + BENCH[write] + BENCH[timeout]))
+}
+
 per_second() { awk -v n="$1" -v us="$2" 'BEGIN { printf "%.1f", (us > 0 ? n / (us / 1e6) : 0) }'; }
 
 # print_columns LEFT...: the |-separated lines on stdin as a table, a rule under the first

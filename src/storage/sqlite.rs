@@ -270,7 +270,8 @@ async fn write_task_row(
              version = excluded.version, priority = excluded.priority, tags = excluded.tags,
              due_at = excluded.due_at, remind_at = excluded.remind_at,
              recurrence = excluded.recurrence, next_task_id = excluded.next_task_id,
-             reminder_sent = excluded.reminder_sent, title_key = excluded.title_key, description_key = excluded.description_key
+             reminder_sent = excluded.reminder_sent, title_key = excluded.title_key,
+             description_key = excluded.description_key
          WHERE tasks.user_id = excluded.user_id",
     )
     .bind(task.id.to_string())
