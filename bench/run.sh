@@ -24,6 +24,7 @@ Environment (all optional):
   PG_HOST, PG_PORT, PG_USER, PG_DB
                   PostgreSQL server and the scratch database that is dropped and
                   re-created (default 127.0.0.1, 5432, postgres, todo_bench)
+  ENDPOINTS       the runs, space-separated, in order (default "list get create login")
   SERVER_ENV      extra server settings, space-separated NAME=value pairs, e.g.
                   SERVER_ENV="DATABASE_MAX_CONNECTIONS=20 PASSWORD_HASH_QUEUE=128"
   VERBOSE=1       also print wrk's own output for every run
@@ -58,7 +59,14 @@ BENCH_SECRET="bench-only-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 BENCH_USERNAME="bench_user"
 BENCH_EMAIL="bench_user@example.com"
 BENCH_PASSWORD="bench-password-123"
-ENDPOINTS=(list get create login)
+# ENDPOINTS: which runs, in this order (default all four), e.g. ENDPOINTS="create".
+read -ra ENDPOINTS <<<"${ENDPOINTS:-list get create login}"
+for endpoint in "${ENDPOINTS[@]}"; do
+    case "$endpoint" in
+        list | get | create | login) ;;
+        *) echo "error: ENDPOINTS: unknown endpoint $endpoint (list, get, create, login)" >&2; exit 2 ;;
+    esac
+done
 # All the load comes from one address and one account, so per-client login rate limits
 # would turn the login run into a measurement of 429 responses: they are switched off.
 # Everything else (bcrypt cost, hashing concurrency and queue, timeouts) stays at the

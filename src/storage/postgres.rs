@@ -96,6 +96,11 @@ impl PostgresStore {
         // authentication), where the pool would retry quietly for its whole acquire timeout.
         PgConnection::connect_with(&options).await?.close().await?;
         let mut pool = PgPoolOptions::new()
+            // sqlx's default pings each connection before handing it out: a round trip to
+            // the server before every query, as many as the queries themselves. A connection
+            // that broke while idle fails its next query instead (a 503, like any lost
+            // connection) and sqlx's check on its return closes it.
+            .test_before_acquire(false)
             .max_connections(settings.database_max_connections)
             .acquire_timeout(settings.database_acquire_timeout);
         if !pgbouncer {

@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{
-    FromRow, Sqlite, Transaction,
+    ConnectOptions, FromRow, Sqlite, TransactionManager,
+    pool::PoolConnection,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+        SqliteSynchronous, SqliteTransactionManager,
     },
 };
 use uuid::Uuid;
@@ -31,34 +33,81 @@ use crate::{
 };
 
 pub struct SqliteStore {
+    /// Readers. Every write goes through `writer`.
     pool: SqlitePool,
-    /// The turn to write: one writing transaction of this process at a time (see
-    /// [`SqliteStore::begin_write`]).
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The turn to write, and with it the connection that writes: one write of this process
+    /// at a time (see [`SqliteStore::writer`]). `None` for an in-memory database, whose one
+    /// connection is the pool's.
+    writer: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
 }
 
-/// A write transaction holding the process's turn to write until it ends.
+type Turn = tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>;
+
+/// The connection a write runs on, holding the process's turn to write until it is dropped.
+enum Writer {
+    /// A file's own writing connection, kept out of the pool: taking it is taking the turn,
+    /// with no round trip to its thread (the pool pings a connection as it comes back).
+    Own(tokio::sync::OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>),
+    /// An in-memory database's one connection, the pool's, taken in turn.
+    Pooled {
+        _turn: Turn,
+        connection: PoolConnection<Sqlite>,
+    },
+}
+
+impl std::ops::Deref for Writer {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            Writer::Own(connection) => connection,
+            Writer::Pooled { connection, .. } => connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            Writer::Own(connection) => connection,
+            Writer::Pooled { connection, .. } => connection,
+        }
+    }
+}
+
+/// A write transaction on the [`Writer`]; dropped without [`WriteTransaction::commit`] (an
+/// error, a refusal, a cancelled request), it rolls back before the next write starts.
 struct WriteTransaction {
-    transaction: Transaction<'static, Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    writer: Writer,
+    open: bool,
 }
 
 impl std::ops::Deref for WriteTransaction {
-    type Target = Transaction<'static, Sqlite>;
-    fn deref(&self) -> &Self::Target {
-        &self.transaction
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.writer
     }
 }
 
 impl std::ops::DerefMut for WriteTransaction {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.transaction
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.writer
     }
 }
 
 impl WriteTransaction {
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        self.transaction.commit().await
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        SqliteTransactionManager::commit(&mut self.writer).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTransaction {
+    fn drop(&mut self) {
+        if self.open {
+            // Queued on the connection's thread, so it runs before anything sent after it.
+            SqliteTransactionManager::start_rollback(&mut self.writer);
+        }
     }
 }
 
@@ -99,6 +148,9 @@ impl SqliteStore {
             .foreign_keys(true);
         // Each connection to an in-memory database is a database of its own: keep just one.
         let mut pool = SqlitePoolOptions::new()
+            // A file needs no liveness check: sqlx's default pings each connection before
+            // handing it out, one more hand-off to the connection's thread per query.
+            .test_before_acquire(false)
             .max_connections(if in_memory {
                 1
             } else {
@@ -108,10 +160,15 @@ impl SqliteStore {
         if in_memory {
             pool = pool.idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool.connect_with(options).await?;
+        let pool = pool.connect_with(options.clone()).await?;
+        let writer = if in_memory {
+            None
+        } else {
+            Some(options.connect().await?)
+        };
         Ok(Self {
             pool,
-            writer: Arc::default(),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
         })
     }
 
@@ -134,7 +191,7 @@ impl SqliteStore {
             .await?;
             let Some((last, ..)) = rows.last() else { break };
             after = last.clone();
-            let mut batch = self.pool.begin().await?;
+            let mut batch = self.begin_write().await?;
             for (id, version, title, description) in &rows {
                 sqlx::query(
                     "UPDATE tasks SET title_key = $1, description_key = $2
@@ -169,14 +226,16 @@ impl SqliteStore {
             after = (*created_at, id.clone());
             for (id, _, email) in &rows {
                 let key = email_key(email);
+                let mut writer = self.writer().await?;
                 let written = sqlx::query(
                     "UPDATE users SET email_key = $1 WHERE id = $2 AND email_key IS NULL AND email = $3",
                 )
                 .bind(&key)
                 .bind(id)
                 .bind(email)
-                .execute(&self.pool)
+                .execute(&mut *writer)
                 .await;
+                drop(writer);
                 match written {
                     Ok(_) => {}
                     Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
@@ -253,18 +312,16 @@ fn millis(time: Option<DateTime<Utc>>) -> Option<i64> {
 /// the change of `before` that [`crate::tasks::domain::TaskChange::apply`] made (the caller
 /// read and locked `before` by owner and id). Its tag rows follow when they changed.
 async fn write_task_row(
-    transaction: &mut Transaction<'static, Sqlite>,
+    transaction: &mut SqliteConnection,
     before: Option<&Task>,
     task: &Task,
 ) -> Result<(), sqlx::Error> {
     // One statement for both: an insert or, on the task's id, the update of what can change
     // (never the owner, the id or created_at).
-    let written = sqlx::query(
-        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
-                            version, priority, tags, due_at, remind_at, recurrence,
-                            next_task_id, reminder_sent, title_key, description_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-         ON CONFLICT (id) DO UPDATE SET
+    let mut statement = sqlx::QueryBuilder::new("");
+    push_task_insert(&mut statement, task);
+    statement.push(
+        " ON CONFLICT (id) DO UPDATE SET
              title = excluded.title, description = excluded.description,
              completed = excluded.completed, updated_at = excluded.updated_at,
              version = excluded.version, priority = excluded.priority, tags = excluded.tags,
@@ -273,27 +330,12 @@ async fn write_task_row(
              reminder_sent = excluded.reminder_sent, title_key = excluded.title_key,
              description_key = excluded.description_key
          WHERE tasks.user_id = excluded.user_id",
-    )
-    .bind(task.id.to_string())
-    .bind(&task.user_id)
-    .bind(&task.title)
-    .bind(&task.description)
-    .bind(task.completed)
-    .bind(task.created_at.timestamp_millis())
-    .bind(task.updated_at.timestamp_millis())
-    .bind(task.version)
-    .bind(task.priority.rank())
-    .bind(task.tags.to_stored())
-    .bind(millis(task.due_at))
-    .bind(millis(task.remind_at))
-    .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
-    .bind(task.next_task_id.map(|id| id.to_string()))
-    .bind(task.reminder_sent)
-    .bind(fold(&task.title))
-    .bind(task.description.as_deref().map(fold))
-    .execute(&mut **transaction)
-    .await?
-    .rows_affected();
+    );
+    let written = statement
+        .build()
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
     if written != 1 {
         // Only an id taken by another owner's task: nothing is written, and nothing claimed.
         return Err(sqlx::Error::RowNotFound);
@@ -302,30 +344,59 @@ async fn write_task_row(
         if before.is_some() {
             sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
                 .bind(task.id.to_string())
-                .execute(&mut **transaction)
+                .execute(&mut *transaction)
                 .await?;
         }
-        insert_tag_rows(transaction, task).await?;
+        if !task.tags.is_empty() {
+            let mut statement = sqlx::QueryBuilder::new("");
+            push_tag_inserts(&mut statement, task);
+            statement.build().execute(&mut *transaction).await?;
+        }
     }
     Ok(())
 }
 
-async fn insert_tag_rows(
-    transaction: &mut Transaction<'static, Sqlite>,
-    task: &Task,
-) -> Result<(), sqlx::Error> {
+/// `INSERT INTO tasks (…) VALUES (…)` of every column of `task`.
+fn push_task_insert(statement: &mut sqlx::QueryBuilder<'static, Sqlite>, task: &Task) {
+    statement.push(
+        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
+                            version, priority, tags, due_at, remind_at, recurrence,
+                            next_task_id, reminder_sent, title_key, description_key) VALUES (",
+    );
+    let mut values = statement.separated(", ");
+    values
+        .push_bind(task.id.to_string())
+        .push_bind(task.user_id.clone())
+        .push_bind(task.title.clone())
+        .push_bind(task.description.clone())
+        .push_bind(task.completed)
+        .push_bind(task.created_at.timestamp_millis())
+        .push_bind(task.updated_at.timestamp_millis())
+        .push_bind(task.version)
+        .push_bind(task.priority.rank())
+        .push_bind(task.tags.to_stored())
+        .push_bind(millis(task.due_at))
+        .push_bind(millis(task.remind_at))
+        .push_bind(task.recurrence.as_ref().map(Recurrence::to_stored))
+        .push_bind(task.next_task_id.map(|id| id.to_string()))
+        .push_bind(task.reminder_sent)
+        .push_bind(fold(&task.title))
+        .push_bind(task.description.as_deref().map(fold));
+    values.push_unseparated(")");
+}
+
+/// One `INSERT INTO task_tags` statement per tag of `task`, each ending in `;`.
+fn push_tag_inserts(statement: &mut sqlx::QueryBuilder<'static, Sqlite>, task: &Task) {
     for tag in task.tags.iter() {
-        sqlx::query(
-            "INSERT INTO task_tags (task_id, user_id, tag_key, tag) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(task.id.to_string())
-        .bind(&task.user_id)
-        .bind(tag.key())
-        .bind(tag.as_str())
-        .execute(&mut **transaction)
-        .await?;
+        statement.push("INSERT INTO task_tags (task_id, user_id, tag_key, tag) VALUES (");
+        let mut values = statement.separated(", ");
+        values
+            .push_bind(task.id.to_string())
+            .push_bind(task.user_id.clone())
+            .push_bind(tag.key())
+            .push_bind(tag.as_str().to_owned());
+        values.push_unseparated(");");
     }
-    Ok(())
 }
 
 #[derive(FromRow)]
@@ -365,7 +436,7 @@ fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
 /// Records, inside the revoking transaction, that tokens of account `id` below `generation`
 /// are refused from `now` on.
 async fn record_revocation(
-    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    transaction: &mut SqliteConnection,
     id: Uuid,
     generation: i64,
     now: DateTime<Utc>,
@@ -373,7 +444,7 @@ async fn record_revocation(
     let revision: i64 = sqlx::query_scalar(
         "UPDATE token_revocation_clock SET revision = revision + 1 WHERE id = 1 RETURNING revision",
     )
-    .fetch_one(&mut **transaction)
+    .fetch_one(&mut *transaction)
     .await?;
     sqlx::query(
         "INSERT INTO token_revocations (user_id, generation, revoked_at, revision)
@@ -385,7 +456,7 @@ async fn record_revocation(
     .bind(generation)
     .bind(now.timestamp_millis())
     .bind(revision)
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await?;
     Ok(Revocation {
         subject: id.to_string(),
@@ -430,6 +501,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        let mut writer = self.writer().await?;
         sqlx::query(
             "INSERT INTO users (id, username, email, password_hash, created_at, email_key)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -440,7 +512,7 @@ impl Store for SqliteStore {
         .bind(password_hash)
         .bind(user.created_at.timestamp_millis())
         .bind(email_key(&user.email))
-        .execute(&self.pool)
+        .execute(&mut *writer)
         .await?;
         Ok(())
     }
@@ -512,6 +584,7 @@ impl Store for SqliteStore {
         username: Option<&Username>,
         email: Option<&Email>,
     ) -> Result<Option<User>, StoreError> {
+        let mut writer = self.writer().await?;
         let row: Option<UserRow> = sqlx::query_as(
             "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
                               email_key = COALESCE($4, email_key)
@@ -522,7 +595,7 @@ impl Store for SqliteStore {
         .bind(username.map(Username::as_str))
         .bind(email.map(Email::as_str))
         .bind(email.map(Email::key))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *writer)
         .await?;
         Ok(row
             .map(UserRow::into_credentials)
@@ -536,7 +609,7 @@ impl Store for SqliteStore {
         new_password_hash: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let generation: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET token_generation = token_generation + 1,
                               password_hash = COALESCE($2, password_hash)
@@ -563,7 +636,7 @@ impl Store for SqliteStore {
         let mut transaction = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.to_string())
-            .execute(&mut **transaction)
+            .execute(&mut *transaction)
             .await?
             .rows_affected();
         if deleted == 0 {
@@ -574,7 +647,7 @@ impl Store for SqliteStore {
             task_columns!()
         ))
         .bind(id.to_string())
-        .fetch_all(&mut **transaction)
+        .fetch_all(&mut *transaction)
         .await?;
         let mut tasks = rows
             .into_iter()
@@ -583,7 +656,7 @@ impl Store for SqliteStore {
         // The triggers left the owner's counts at zero; the row goes with the account.
         sqlx::query("DELETE FROM task_counts WHERE user_id = $1")
             .bind(id.to_string())
-            .execute(&mut **transaction)
+            .execute(&mut *transaction)
             .await?;
         tasks.sort_by_key(|task| task.id);
         for task in &tasks {
@@ -615,18 +688,32 @@ impl Store for SqliteStore {
     }
 
     async fn prune_revocations(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut writer = self.writer().await?;
         sqlx::query("DELETE FROM token_revocations WHERE revoked_at < $1")
             .bind(before.timestamp_millis())
-            .execute(&self.pool)
+            .execute(&mut *writer)
             .await?;
         Ok(())
     }
 
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
-        let mut transaction = self.begin_write().await?;
-        write_task_row(&mut transaction, None, task).await?;
-        append_event(&mut transaction, event).await?;
-        transaction.commit().await?;
+        // The whole transaction is one multi-statement run on the connection's thread: each
+        // statement sent on its own is a hand-off to that thread and back, and they were
+        // most of a create's time (bench/README.md, "SQLite writes"). A plain INSERT: a new
+        // task's id is new, and a clash is an error, which stops the run before COMMIT.
+        let mut statement = sqlx::QueryBuilder::new("BEGIN IMMEDIATE; ");
+        push_task_insert(&mut statement, task);
+        statement.push("; ");
+        push_tag_inserts(&mut statement, task);
+        push_event_append(&mut statement, event);
+        statement.push(" COMMIT;");
+        let mut writer = self.writer().await?;
+        if let Err(error) = statement.build().execute(&mut *writer).await {
+            // The run stopped at the failing statement, inside the transaction it began (or
+            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected).
+            let _ = sqlx::query("ROLLBACK").execute(&mut *writer).await;
+            return Err(error.into());
+        }
         Ok(())
     }
 
@@ -689,7 +776,7 @@ impl Store for SqliteStore {
         ))
         .bind(owner)
         .bind(id.to_string())
-        .fetch_optional(&mut **transaction)
+        .fetch_optional(&mut *transaction)
         .await?;
         let Some(before) = one_task(before)? else {
             return Ok(None);
@@ -725,7 +812,7 @@ impl Store for SqliteStore {
         .bind(owner)
         .bind(id.to_string())
         .bind(version)
-        .fetch_optional(&mut **transaction)
+        .fetch_optional(&mut *transaction)
         .await?;
         let Some(task) = one_task(row)? else {
             return Ok(None);
@@ -775,7 +862,7 @@ impl Store for SqliteStore {
         ))
         .bind(now.timestamp_millis())
         .bind(i64::from(limit))
-        .fetch_all(&mut **transaction)
+        .fetch_all(&mut *transaction)
         .await?;
         let mut tasks = rows
             .into_iter()
@@ -790,6 +877,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(writer) = self.writer.lock().await.take()
+            && let Err(error) = sqlx::Connection::close(writer).await
+        {
+            tracing::warn!(%error, "closing the SQLite writing connection failed");
+        }
         self.pool.close().await;
     }
 
@@ -811,6 +903,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_delivered(&self, through: i64, holder: &str) -> Result<u64, StoreError> {
+        let mut writer = self.writer().await?;
         let now = Utc::now().timestamp_millis();
         let result = sqlx::query(
             "UPDATE task_events SET delivered_at = $1
@@ -822,15 +915,16 @@ impl Store for SqliteStore {
         .bind(through)
         .bind(RELAY_LEASE)
         .bind(holder)
-        .execute(&self.pool)
+        .execute(&mut *writer)
         .await?;
         Ok(result.rows_affected())
     }
 
     async fn prune_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut writer = self.writer().await?;
         let result = sqlx::query("DELETE FROM task_events WHERE delivered_at < $1")
             .bind(before.timestamp_millis())
-            .execute(&self.pool)
+            .execute(&mut *writer)
             .await?;
         Ok(result.rows_affected())
     }
@@ -874,6 +968,7 @@ impl Store for SqliteStore {
     }
 
     async fn hold_relay_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut writer = self.writer().await?;
         // Several processes may share one SQLite file on one host, so one clock serves.
         let now = Utc::now().timestamp_millis();
         let held: Option<(String,)> = sqlx::query_as(
@@ -888,16 +983,17 @@ impl Store for SqliteStore {
         .bind(holder)
         .bind(now + ttl.as_millis() as i64)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *writer)
         .await?;
         Ok(held.is_some())
     }
 
     async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let mut writer = self.writer().await?;
         sqlx::query("DELETE FROM event_relay_lease WHERE name = $1 AND holder = $2")
             .bind(RELAY_LEASE)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&mut *writer)
             .await?;
         Ok(())
     }
@@ -935,18 +1031,32 @@ fn listing_statement(
 }
 
 impl SqliteStore {
-    /// A transaction that holds the write lock from its start: one that read first and then
-    /// wrote could fail at once (SQLITE_BUSY) when another writer committed in between, where
-    /// BEGIN IMMEDIATE waits its turn under the busy timeout. Writers of this process first
-    /// queue for their turn in order: waiting in SQLite's busy handler is sleeping in growing
-    /// steps (1, 2, 5 … 100 ms) and retrying, so under many concurrent writes most of them
-    /// slept while the lock was free (bench/README.md, "SQLite writes").
-    async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
+    /// The writing connection, in this process's turn: every write waits for it, in order.
+    /// SQLite allows one writer at a time, and a connection that finds the lock taken waits
+    /// in SQLite's busy handler, sleeping in growing steps (1, 2, 5 … 100 ms) and retrying,
+    /// so under many concurrent writes most of them slept while the lock was free
+    /// (bench/README.md, "SQLite writes"). Only another process on the same file still meets
+    /// the busy handler.
+    async fn writer(&self) -> Result<Writer, sqlx::Error> {
         let turn = self.writer.clone().lock_owned().await;
-        Ok(WriteTransaction {
-            transaction: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _turn: turn,
-        })
+        Ok(
+            match tokio::sync::OwnedMutexGuard::try_map(turn, Option::as_mut) {
+                Ok(own) => Writer::Own(own),
+                Err(turn) => Writer::Pooled {
+                    _turn: turn,
+                    connection: self.pool.acquire().await?,
+                },
+            },
+        )
+    }
+
+    /// A transaction on the [`SqliteStore::writer`] that holds the write lock from its
+    /// start: one that read first and then wrote could fail at once (SQLITE_BUSY) when
+    /// another process wrote in between, where BEGIN IMMEDIATE waits under the busy timeout.
+    async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
+        let mut writer = self.writer().await?;
+        SqliteTransactionManager::begin(&mut writer, Some("BEGIN IMMEDIATE".into())).await?;
+        Ok(WriteTransaction { writer, open: true })
     }
 }
 
@@ -983,26 +1093,39 @@ impl TryFrom<EventRow> for StoredEvent {
 /// Appends `event` to the log inside `transaction`. SQLite has one writer at a time, holding
 /// its lock until commit, so sequence order is commit order.
 async fn append_event(
-    transaction: &mut Transaction<'static, Sqlite>,
+    transaction: &mut SqliteConnection,
     event: &NewEvent,
 ) -> Result<(), sqlx::Error> {
-    let (sequence,): (i64,) =
-        sqlx::query_as("UPDATE event_log_head SET sequence = sequence + 1 RETURNING sequence")
-            .fetch_one(&mut **transaction)
-            .await?;
-    sqlx::query(
-        "INSERT INTO task_events (sequence, id, user_id, type, source, subject, time, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(sequence)
-    .bind(event.id.to_string())
-    .bind(&event.user_id)
-    .bind(event.event_type.as_str())
-    .bind(&event.source)
-    .bind(&event.subject)
-    .bind(NewEvent::time_now().timestamp_millis())
-    .bind(event.data.to_string())
-    .execute(&mut **transaction)
-    .await?;
+    let mut statement = sqlx::QueryBuilder::new("");
+    push_event_append(&mut statement, event);
+    let written = statement
+        .build()
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+    if written != 2 {
+        // No head row: the schema is not ours.
+        return Err(sqlx::Error::RowNotFound);
+    }
     Ok(())
+}
+
+/// The two statements that append `event`, each ending in `;`: the head row's next number,
+/// then the event under it (one round trip to the connection's thread for both).
+fn push_event_append(statement: &mut sqlx::QueryBuilder<'static, Sqlite>, event: &NewEvent) {
+    statement.push(
+        "UPDATE event_log_head SET sequence = sequence + 1;
+         INSERT INTO task_events (sequence, id, user_id, type, source, subject, time, data)
+         SELECT sequence, ",
+    );
+    let mut values = statement.separated(", ");
+    values
+        .push_bind(event.id.to_string())
+        .push_bind(event.user_id.clone())
+        .push_bind(event.event_type.as_str())
+        .push_bind(event.source.clone())
+        .push_bind(event.subject.clone())
+        .push_bind(NewEvent::time_now().timestamp_millis())
+        .push_bind(event.data.to_string());
+    values.push_unseparated(" FROM event_log_head;");
 }

@@ -1,0 +1,153 @@
+//! A write that fails inside its transaction, after some of its statements ran, writes
+//! nothing (not the task, its tags, its count nor its event), answers a `500` problem, and
+//! leaves the service writing: the next writes succeed, so the failed transaction did not
+//! stay open on the connection that writes. The failure is real: a trigger, installed in
+//! the test's own database, that refuses every event whose data carries a marker.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+/// Text that makes the trigger refuse the event of the write that carries it.
+const MARKER: &str = "refused-by-the-trigger";
+
+const SQLITE_REFUSAL: &str = "CREATE TRIGGER refuse_marked_events BEFORE INSERT ON task_events
+    WHEN NEW.data LIKE '%refused-by-the-trigger%'
+    BEGIN SELECT RAISE(ABORT, 'refused by the test'); END";
+
+const POSTGRES_REFUSAL: &str = "CREATE FUNCTION refuse_marked_events() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.data::text LIKE '%refused-by-the-trigger%' THEN
+            RAISE EXCEPTION 'refused by the test';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER refuse_marked_events BEFORE INSERT ON task_events
+    FOR EACH ROW EXECUTE FUNCTION refuse_marked_events();";
+
+/// Runs `sql` (no parameters) on the test's database, from a connection of its own.
+async fn run_sql(app: &TestApp, sql: &str) {
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// `SELECT count(*)` of `table`'s rows of `owner`, and that owner's kept total of tasks.
+async fn rows_of(app: &TestApp, owner: &str) -> (i64, i64, i64, i64) {
+    let sql = "SELECT (SELECT count(*) FROM tasks WHERE user_id = $1),
+                      (SELECT count(*) FROM task_tags WHERE user_id = $1),
+                      (SELECT count(*) FROM task_events WHERE user_id = $1),
+                      (SELECT coalesce(max(tasks), 0) FROM task_counts WHERE user_id = $1)";
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            let rows = sqlx::query_as(sql)
+                .bind(owner)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            let rows = sqlx::query_as(sql)
+                .bind(owner)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows
+        }
+    }
+}
+
+on_both_databases! {
+    async fn a_create_that_fails_at_its_event_writes_nothing_and_the_next_writes_succeed(
+        app: TestApp
+    ) {
+        let alice = app.signup("alice").await;
+        let kept = app
+            .create_task(&alice, json!({"title": "written before", "tags": ["home"]}))
+            .await;
+        let before = rows_of(&app, &alice.id).await;
+        assert_eq!(before, (1, 1, 1, 1), "one task, its tag, its event, its count");
+        run_sql(
+            &app,
+            match app.backend {
+                Backend::Sqlite => SQLITE_REFUSAL,
+                Backend::Postgres => POSTGRES_REFUSAL,
+            },
+        )
+        .await;
+
+        // A create whose event is refused, after its task and tags were inserted.
+        let refused = app
+            .authed(Method::POST, &TestApp::tasks_path(&alice), &alice.token)
+            .json(&json!({"title": MARKER, "tags": ["work", "urgent"]}))
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(refused, StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert!(
+            !problem.to_string().contains("refused by the test"),
+            "the database's message stays in the log: {problem}"
+        );
+        assert_eq!(rows_of(&app, &alice.id).await, before, "the refused create");
+
+        // An update whose event is refused, after its row was rewritten.
+        let kept_path = TestApp::task_path(&alice, kept["id"].as_str().unwrap());
+        let refused = app
+            .authed(Method::PATCH, &kept_path, &alice.token)
+            .json(&json!({"title": MARKER, "tags": ["other"]}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(refused, StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert_eq!(rows_of(&app, &alice.id).await, before, "the refused update");
+        let (status, task) = app.get_json(&alice, &kept_path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(task["title"], "written before", "{task}");
+        assert_eq!(task["tags"], json!(["home"]), "{task}");
+
+        // The writes after them run on a connection with no transaction left open.
+        let second = app
+            .create_task(&alice, json!({"title": "written after", "tags": ["work"]}))
+            .await;
+        let response = app
+            .authed(Method::PATCH, &kept_path, &alice.token)
+            .json(&json!({"completed": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = app
+            .authed(
+                Method::DELETE,
+                &TestApp::task_path(&alice, second["id"].as_str().unwrap()),
+                &alice.token,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // Two tasks created, one deleted; three more events (create, update, delete).
+        assert_eq!(rows_of(&app, &alice.id).await, (1, 1, 4, 1), "after the refusals");
+        let (status, page) = app.get_json(&alice, &TestApp::tasks_path(&alice)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["total"], 1, "{page}");
+        assert_eq!(page["items"][0]["completed"], true, "{page}");
+    }
+}
