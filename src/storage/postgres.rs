@@ -96,11 +96,12 @@ impl PostgresStore {
         // authentication), where the pool would retry quietly for its whole acquire timeout.
         PgConnection::connect_with(&options).await?.close().await?;
         let mut pool = PgPoolOptions::new()
-            // sqlx's default pings each connection before handing it out: a round trip to
-            // the server before every query, as many as the queries themselves. A connection
-            // that broke while idle fails its next query instead (a 503, like any lost
-            // connection) and sqlx's check on its return closes it.
-            .test_before_acquire(false)
+            // sqlx pings each connection before handing it out (`test_before_acquire`), a
+            // round trip to the server before every query. Kept: a connection cut while in
+            // the pool (a restarted server, a failover, a proxy) would otherwise fail the
+            // request that takes it, and the pool's connections are cut all at once
+            // (tests/postgres_faults.rs, `connections_cut_in_the_pool_cost_no_request_its_answer`;
+            // bench/README.md, "SQLite writes", for what the ping costs).
             .max_connections(settings.database_max_connections)
             .acquire_timeout(settings.database_acquire_timeout);
         if !pgbouncer {

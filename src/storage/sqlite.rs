@@ -1,12 +1,19 @@
 //! The SQLite implementation of [`Store`]: the zero-set-up default.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{
-    ConnectOptions, FromRow, Sqlite, TransactionManager,
+    ConnectOptions, Executor, FromRow, Sqlite, TransactionManager,
     pool::PoolConnection,
     sqlite::{
         SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -39,6 +46,11 @@ pub struct SqliteStore {
     /// at a time (see [`SqliteStore::writer`]). `None` for an in-memory database, whose one
     /// connection is the pool's.
     writer: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    /// Set when a write on the own connection may have left a transaction open; the next
+    /// writer rolls it back first (see [`SqliteStore::writer`]).
+    rollback_owed: Arc<AtomicBool>,
+    /// To open the writing connection again if its thread is gone.
+    options: SqliteConnectOptions,
 }
 
 type Turn = tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>;
@@ -76,9 +88,15 @@ impl std::ops::DerefMut for Writer {
 
 /// A write transaction on the [`Writer`]; dropped without [`WriteTransaction::commit`] (an
 /// error, a refusal, a cancelled request), it rolls back before the next write starts.
+///
+/// On the own connection it is plain `BEGIN IMMEDIATE`, `COMMIT` and `ROLLBACK`, not sqlx's
+/// transactions: sqlx counts open transactions itself and refuses a custom BEGIN while its
+/// count is above zero, and a ROLLBACK that fails (SQLite already rolled back, after an I/O
+/// error or a full disk) leaves its count at one for the connection's life.
 struct WriteTransaction {
     writer: Writer,
     open: bool,
+    rollback_owed: Arc<AtomicBool>,
 }
 
 impl std::ops::Deref for WriteTransaction {
@@ -96,7 +114,15 @@ impl std::ops::DerefMut for WriteTransaction {
 
 impl WriteTransaction {
     async fn commit(mut self) -> Result<(), sqlx::Error> {
-        SqliteTransactionManager::commit(&mut self.writer).await?;
+        match &mut self.writer {
+            Writer::Own(connection) => {
+                let connection: &mut SqliteConnection = connection;
+                connection.execute("COMMIT").await?;
+            }
+            Writer::Pooled { connection, .. } => {
+                SqliteTransactionManager::commit(connection).await?;
+            }
+        }
         self.open = false;
         Ok(())
     }
@@ -105,8 +131,15 @@ impl WriteTransaction {
 impl Drop for WriteTransaction {
     fn drop(&mut self) {
         if self.open {
-            // Queued on the connection's thread, so it runs before anything sent after it.
-            SqliteTransactionManager::start_rollback(&mut self.writer);
+            match &mut self.writer {
+                // Rolled back by the next writer, before it begins.
+                Writer::Own(_) => self.rollback_owed.store(true, Ordering::Release),
+                // Queued on the connection's thread, so it runs before anything sent after
+                // it, and before the pool's readers get the connection back.
+                Writer::Pooled { connection, .. } => {
+                    SqliteTransactionManager::start_rollback(connection)
+                }
+            }
         }
     }
 }
@@ -169,6 +202,8 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            rollback_owed: Arc::default(),
+            options,
         })
     }
 
@@ -710,8 +745,12 @@ impl Store for SqliteStore {
         let mut writer = self.writer().await?;
         if let Err(error) = statement.build().execute(&mut *writer).await {
             // The run stopped at the failing statement, inside the transaction it began (or
-            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected).
-            let _ = sqlx::query("ROLLBACK").execute(&mut *writer).await;
+            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected). On
+            // the own connection, should this ROLLBACK fail too, the next writer tries again.
+            let connection: &mut SqliteConnection = &mut writer;
+            if connection.execute("ROLLBACK").await.is_err() {
+                self.rollback_owed.store(true, Ordering::Release);
+            }
             return Err(error.into());
         }
         Ok(())
@@ -877,12 +916,16 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        if let Some(writer) = self.writer.lock().await.take()
-            && let Err(error) = sqlx::Connection::close(writer).await
-        {
-            tracing::warn!(%error, "closing the SQLite writing connection failed");
-        }
-        self.pool.close().await;
+        // Side by side: the writer comes after the writes queued for it, and a shutdown
+        // whose wait runs out must still have closed the readers.
+        let writer = async {
+            if let Some(writer) = self.writer.lock().await.take()
+                && let Err(error) = sqlx::Connection::close(writer).await
+            {
+                tracing::warn!(%error, "closing the SQLite writing connection failed");
+            }
+        };
+        tokio::join!(writer, self.pool.close());
     }
 
     /// One process serves an SQLite file, so its memory is the one place to count in.
@@ -1037,17 +1080,29 @@ impl SqliteStore {
     /// so under many concurrent writes most of them slept while the lock was free
     /// (bench/README.md, "SQLite writes"). Only another process on the same file still meets
     /// the busy handler.
+    ///
+    /// A transaction a failed write may have left open on the own connection is rolled back
+    /// first (an error of that ROLLBACK, "no transaction is active", is the usual outcome);
+    /// a connection whose thread is gone is opened again.
     async fn writer(&self) -> Result<Writer, sqlx::Error> {
         let turn = self.writer.clone().lock_owned().await;
-        Ok(
-            match tokio::sync::OwnedMutexGuard::try_map(turn, Option::as_mut) {
-                Ok(own) => Writer::Own(own),
-                Err(turn) => Writer::Pooled {
-                    _turn: turn,
-                    connection: self.pool.acquire().await?,
-                },
-            },
-        )
+        match tokio::sync::OwnedMutexGuard::try_map(turn, Option::as_mut) {
+            Ok(mut own) => {
+                if self.rollback_owed.swap(false, Ordering::AcqRel) {
+                    let connection: &mut SqliteConnection = &mut own;
+                    let rolled_back = connection.execute("ROLLBACK").await.map(drop);
+                    if let Err(sqlx::Error::WorkerCrashed) = rolled_back {
+                        tracing::warn!("the SQLite writing connection was lost; opening it again");
+                        *own = self.options.connect().await?;
+                    }
+                }
+                Ok(Writer::Own(own))
+            }
+            Err(turn) => Ok(Writer::Pooled {
+                _turn: turn,
+                connection: self.pool.acquire().await?,
+            }),
+        }
     }
 
     /// A transaction on the [`SqliteStore::writer`] that holds the write lock from its
@@ -1055,8 +1110,24 @@ impl SqliteStore {
     /// another process wrote in between, where BEGIN IMMEDIATE waits under the busy timeout.
     async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
         let mut writer = self.writer().await?;
-        SqliteTransactionManager::begin(&mut writer, Some("BEGIN IMMEDIATE".into())).await?;
-        Ok(WriteTransaction { writer, open: true })
+        let begun = match &mut writer {
+            Writer::Own(connection) => {
+                let connection: &mut SqliteConnection = connection;
+                connection.execute("BEGIN IMMEDIATE").await.map(drop)
+            }
+            Writer::Pooled { connection, .. } => {
+                SqliteTransactionManager::begin(connection, Some("BEGIN IMMEDIATE".into())).await
+            }
+        };
+        if begun.is_err() {
+            self.rollback_owed.store(true, Ordering::Release);
+        }
+        begun?;
+        Ok(WriteTransaction {
+            writer,
+            open: true,
+            rollback_owed: self.rollback_owed.clone(),
+        })
     }
 }
 
