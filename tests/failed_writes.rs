@@ -1,14 +1,17 @@
 //! A write that fails inside its transaction, after some of its statements ran, writes
 //! nothing (not the task, its tags, its count nor its event), answers a `500` problem, and
 //! leaves the service writing: the next writes succeed, so the failed transaction did not
-//! stay open on the connection that writes. The failure is real: a trigger, installed in
-//! the test's own database, that refuses every event whose data carries a marker.
+//! stay open on the connection that writes. Among concurrent creates (which SQLite writes
+//! together, several in one transaction), the refused one fails alone. The failure is
+//! real: a trigger, installed in the test's own database, that refuses every event whose
+//! data carries a marker.
 
 mod common;
 
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sqlx::{Connection, Executor};
 
 /// Text that makes the trigger refuse the event of the write that carries it.
 const MARKER: &str = "refused-by-the-trigger";
@@ -149,5 +152,69 @@ on_both_databases! {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(page["total"], 1, "{page}");
         assert_eq!(page["items"][0]["completed"], true, "{page}");
+    }
+}
+
+on_both_databases! {
+    /// Concurrent creates may be written together (SQLite writes the creates waiting for
+    /// the writer in one transaction): one refused among them fails alone.
+    async fn a_create_refused_among_concurrent_creates_fails_alone(app: TestApp) {
+        let alice = app.signup("alice").await;
+        run_sql(
+            &app,
+            match app.backend {
+                Backend::Sqlite => SQLITE_REFUSAL,
+                Backend::Postgres => POSTGRES_REFUSAL,
+            },
+        )
+        .await;
+        // On SQLite, another connection holds the write lock while the creates arrive, so
+        // that they queue for the service's writer and go in runs of several.
+        let blocker = match app.backend {
+            Backend::Sqlite => {
+                let mut blocker = sqlx::SqliteConnection::connect(&app.database_url)
+                    .await
+                    .unwrap();
+                blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+                Some(blocker)
+            }
+            Backend::Postgres => None,
+        };
+        let path = TestApp::tasks_path(&alice);
+        let creates: Vec<_> = (0..40)
+            .map(|i| {
+                let title = if i == 17 { MARKER.to_owned() } else { format!("task {i}") };
+                app.authed(Method::POST, &path, &alice.token)
+                    .json(&json!({"title": title, "tags": [format!("tag{}", i % 3)]}))
+                    .send()
+            })
+            .collect();
+        let responses = tokio::spawn(futures_util::future::join_all(creates));
+        if let Some(mut blocker) = blocker {
+            // Time for the requests to arrive (the service's BEGIN waits up to 5 s for the
+            // lock); the outcome does not depend on it, only how many share a run.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            blocker.execute("ROLLBACK").await.unwrap();
+        }
+        let responses = responses.await.unwrap();
+        for (i, response) in responses.into_iter().enumerate() {
+            let response = response.unwrap();
+            if i == 17 {
+                expect_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+            } else {
+                assert_eq!(response.status(), StatusCode::CREATED, "create {i}");
+            }
+        }
+        assert_eq!(rows_of(&app, &alice.id).await, (39, 39, 39, 39));
+        let (status, page) = app.get_json(&alice, &format!("{path}?page_size=100")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["total"], 39, "{page}");
+        let titles: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|task| task["title"].as_str().unwrap())
+            .collect();
+        assert!(!titles.contains(&MARKER), "{titles:?}");
     }
 }

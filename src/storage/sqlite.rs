@@ -51,7 +51,20 @@ pub struct SqliteStore {
     rollback_owed: Arc<AtomicBool>,
     /// To open the writing connection again if its thread is gone.
     options: SqliteConnectOptions,
+    /// Creates waiting for the next run (see [`Store::insert_task`]).
+    creates: std::sync::Mutex<Vec<QueuedCreate>>,
 }
+
+/// A create waiting to be written, and where its outcome goes.
+struct QueuedCreate {
+    task: Task,
+    event: NewEvent,
+    written: tokio::sync::oneshot::Sender<Result<(), sqlx::Error>>,
+}
+
+/// The most creates one run writes. A run's text depends only on how many it writes, and
+/// sqlx caches each text's statements on the connection, so the sizes must stay few.
+const BATCH_MAX: usize = 16;
 
 type Turn = tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>;
 
@@ -204,6 +217,7 @@ impl SqliteStore {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             rollback_owed: Arc::default(),
             options,
+            creates: std::sync::Mutex::default(),
         })
     }
 
@@ -391,6 +405,23 @@ async fn write_task_row(
     Ok(())
 }
 
+/// One transaction writing each of `creates`: a plain INSERT of the task (a new task's id is
+/// new, and a clash is an error, which stops the run before COMMIT), its tags, its event.
+fn creates_run<'a>(
+    creates: impl Iterator<Item = (&'a Task, &'a NewEvent)>,
+) -> sqlx::QueryBuilder<'static, Sqlite> {
+    let mut run = sqlx::QueryBuilder::new("BEGIN IMMEDIATE; ");
+    for (task, event) in creates {
+        push_task_insert(&mut run, task);
+        run.push("; ");
+        push_tag_inserts(&mut run, task);
+        push_event_append(&mut run, event);
+        run.push(" ");
+    }
+    run.push("COMMIT;");
+    run
+}
+
 /// `INSERT INTO tasks (…) VALUES (…)` of every column of `task`.
 fn push_task_insert(statement: &mut sqlx::QueryBuilder<'static, Sqlite>, task: &Task) {
     statement.push(
@@ -420,18 +451,23 @@ fn push_task_insert(statement: &mut sqlx::QueryBuilder<'static, Sqlite>, task: &
     values.push_unseparated(")");
 }
 
-/// One `INSERT INTO task_tags` statement per tag of `task`, each ending in `;`.
+/// One `INSERT INTO task_tags` of every tag of `task` (none for no tags), ending in `;`:
+/// the tags travel as one JSON array of `[key, tag]` pairs, so that the statement is the
+/// same whatever their number (a create's statements are cached by their text).
 fn push_tag_inserts(statement: &mut sqlx::QueryBuilder<'static, Sqlite>, task: &Task) {
-    for tag in task.tags.iter() {
-        statement.push("INSERT INTO task_tags (task_id, user_id, tag_key, tag) VALUES (");
-        let mut values = statement.separated(", ");
-        values
-            .push_bind(task.id.to_string())
-            .push_bind(task.user_id.clone())
-            .push_bind(tag.key())
-            .push_bind(tag.as_str().to_owned());
-        values.push_unseparated(");");
-    }
+    let pairs: Vec<(String, &str)> = task
+        .tags
+        .iter()
+        .map(|tag| (tag.key(), tag.as_str()))
+        .collect();
+    statement.push("INSERT INTO task_tags (task_id, user_id, tag_key, tag) SELECT ");
+    statement
+        .push_bind(task.id.to_string())
+        .push(", ")
+        .push_bind(task.user_id.clone())
+        .push(", json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(")
+        .push_bind(serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned()))
+        .push(");");
 }
 
 #[derive(FromRow)]
@@ -732,28 +768,45 @@ impl Store for SqliteStore {
     }
 
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
-        // The whole transaction is one multi-statement run on the connection's thread: each
-        // statement sent on its own is a hand-off to that thread and back, and they were
-        // most of a create's time (bench/README.md, "SQLite writes"). A plain INSERT: a new
-        // task's id is new, and a clash is an error, which stops the run before COMMIT.
-        let mut statement = sqlx::QueryBuilder::new("BEGIN IMMEDIATE; ");
-        push_task_insert(&mut statement, task);
-        statement.push("; ");
-        push_tag_inserts(&mut statement, task);
-        push_event_append(&mut statement, event);
-        statement.push(" COMMIT;");
-        let mut writer = self.writer().await?;
-        if let Err(error) = statement.build().execute(&mut *writer).await {
-            // The run stopped at the failing statement, inside the transaction it began (or
-            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected). On
-            // the own connection, should this ROLLBACK fail too, the next writer tries again.
-            let connection: &mut SqliteConnection = &mut writer;
-            if connection.execute("ROLLBACK").await.is_err() {
-                self.rollback_owed.store(true, Ordering::Release);
+        // Group commit: the create joins the queue; whoever takes the turn next writes every
+        // create queued (up to BATCH_MAX) in one run, and each learns its own outcome.
+        let (written, mut outcome) = tokio::sync::oneshot::channel();
+        self.queued_creates().push(QueuedCreate {
+            task: task.clone(),
+            event: event.clone(),
+            written,
+        });
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut outcome => {
+                    return match result {
+                        Ok(result) => result.map_err(StoreError::from),
+                        Err(gone) => Err(StoreError::Other(gone.into())),
+                    };
+                }
+                turn = self.writer.clone().lock_owned() => {
+                    let mut writer = match self.writer_in_turn(turn).await {
+                        Ok(writer) => writer,
+                        Err(error) => {
+                            // Withdrawn, unless a run has taken it already.
+                            let mut queue = self.queued_creates();
+                            if let Some(at) = queue.iter().position(|queued| queued.task.id == task.id) {
+                                queue.remove(at);
+                                return Err(error.into());
+                            }
+                            continue;
+                        }
+                    };
+                    let batch: Vec<QueuedCreate> = {
+                        let mut queue = self.queued_creates();
+                        let taken = queue.len().min(BATCH_MAX);
+                        queue.drain(..taken).collect()
+                    };
+                    self.write_creates(&mut writer, batch).await;
+                }
             }
-            return Err(error.into());
         }
-        Ok(())
     }
 
     async fn list_tasks(
@@ -1086,6 +1139,11 @@ impl SqliteStore {
     /// a connection whose thread is gone is opened again.
     async fn writer(&self) -> Result<Writer, sqlx::Error> {
         let turn = self.writer.clone().lock_owned().await;
+        self.writer_in_turn(turn).await
+    }
+
+    /// The [`SqliteStore::writer`], once the turn is taken.
+    async fn writer_in_turn(&self, turn: Turn) -> Result<Writer, sqlx::Error> {
         match tokio::sync::OwnedMutexGuard::try_map(turn, Option::as_mut) {
             Ok(mut own) => {
                 if self.rollback_owed.swap(false, Ordering::AcqRel) {
@@ -1128,6 +1186,50 @@ impl SqliteStore {
             open: true,
             rollback_owed: self.rollback_owed.clone(),
         })
+    }
+
+    fn queued_creates(&self) -> std::sync::MutexGuard<'_, Vec<QueuedCreate>> {
+        self.creates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes `batch` in one run: `BEGIN IMMEDIATE`, each create's task, tags and event,
+    /// `COMMIT`, one hand-off to the connection's thread and one commit for them all. When
+    /// the run fails, each is written again in a run of its own, so that only a create that
+    /// fails by itself fails.
+    async fn write_creates(&self, writer: &mut Writer, batch: Vec<QueuedCreate>) {
+        if batch.len() > 1 {
+            let run = creates_run(batch.iter().map(|queued| (&queued.task, &queued.event)));
+            if self.run_creates(writer, run).await.is_ok() {
+                for queued in batch {
+                    let _ = queued.written.send(Ok(()));
+                }
+                return;
+            }
+        }
+        for queued in batch {
+            let run = creates_run(std::iter::once((&queued.task, &queued.event)));
+            let _ = queued.written.send(self.run_creates(writer, run).await);
+        }
+    }
+
+    async fn run_creates(
+        &self,
+        writer: &mut Writer,
+        mut run: sqlx::QueryBuilder<'static, Sqlite>,
+    ) -> Result<(), sqlx::Error> {
+        let connection: &mut SqliteConnection = writer;
+        if let Err(error) = run.build().execute(&mut *connection).await {
+            // The run stopped at the failing statement, inside the transaction it began (or
+            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected). On
+            // the own connection, should this ROLLBACK fail too, the next writer tries again.
+            if connection.execute("ROLLBACK").await.is_err() {
+                self.rollback_owed.store(true, Ordering::Release);
+            }
+            return Err(error);
+        }
+        Ok(())
     }
 }
 
