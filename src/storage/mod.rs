@@ -55,6 +55,18 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// The error of one of several writes that failed together on `error`, which only one
+    /// of them can own (`sqlx::Error` is not `Clone`): the same status, the same message.
+    pub fn each_of(error: &sqlx::Error) -> Self {
+        if is_unavailable(error) {
+            Self::Unavailable(sqlx::Error::Protocol(error.to_string()))
+        } else {
+            Self::Other(anyhow::anyhow!("{error}"))
+        }
+    }
+}
+
 /// Whether `error` means the database cannot be reached right now, rather than that the
 /// request is wrong.
 fn is_unavailable(error: &sqlx::Error) -> bool {

@@ -59,7 +59,7 @@ pub struct SqliteStore {
 struct QueuedCreate {
     task: Task,
     event: NewEvent,
-    written: tokio::sync::oneshot::Sender<Result<(), sqlx::Error>>,
+    written: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
 /// The most creates one run writes. A run's text depends only on how many it writes, and
@@ -403,6 +403,20 @@ async fn write_task_row(
         }
     }
     Ok(())
+}
+
+/// Whether a failed run of creates failed on one create's own data (a constraint or a
+/// trigger refusing it, a value out of range), so that the others may succeed alone.
+/// SQLite's primary result codes (the low byte of the extended code): SQLITE_ERROR 1,
+/// SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19, SQLITE_MISMATCH 20, SQLITE_RANGE 25.
+fn concerns_one_create(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(database) = error else {
+        return false;
+    };
+    database
+        .code()
+        .and_then(|code| code.parse::<u32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 1 | 18 | 19 | 20 | 25))
 }
 
 /// One transaction writing each of `creates`: a plain INSERT of the task (a new task's id is
@@ -781,7 +795,7 @@ impl Store for SqliteStore {
                 biased;
                 result = &mut outcome => {
                     return match result {
-                        Ok(result) => result.map_err(StoreError::from),
+                        Ok(result) => result,
                         Err(gone) => Err(StoreError::Other(gone.into())),
                     };
                 }
@@ -1151,7 +1165,13 @@ impl SqliteStore {
                     let rolled_back = connection.execute("ROLLBACK").await.map(drop);
                     if let Err(sqlx::Error::WorkerCrashed) = rolled_back {
                         tracing::warn!("the SQLite writing connection was lost; opening it again");
-                        *own = self.options.connect().await?;
+                        match self.options.connect().await {
+                            Ok(connection) => *own = connection,
+                            Err(error) => {
+                                self.rollback_owed.store(true, Ordering::Release);
+                                return Err(error);
+                            }
+                        }
                     }
                 }
                 Ok(Writer::Own(own))
@@ -1196,21 +1216,33 @@ impl SqliteStore {
 
     /// Writes `batch` in one run: `BEGIN IMMEDIATE`, each create's task, tags and event,
     /// `COMMIT`, one hand-off to the connection's thread and one commit for them all. When
-    /// the run fails, each is written again in a run of its own, so that only a create that
-    /// fails by itself fails.
+    /// the run fails on one create's data (a constraint, a trigger), each is written again
+    /// in a run of its own, so that only that one fails; any other failure (the lock held
+    /// by another process past the busy timeout, a full disk, a lost connection) would
+    /// fail each of them alike, so all get it at once, without a retry apiece.
     async fn write_creates(&self, writer: &mut Writer, batch: Vec<QueuedCreate>) {
         if batch.len() > 1 {
             let run = creates_run(batch.iter().map(|queued| (&queued.task, &queued.event)));
-            if self.run_creates(writer, run).await.is_ok() {
-                for queued in batch {
-                    let _ = queued.written.send(Ok(()));
+            match self.run_creates(writer, run).await {
+                Ok(()) => {
+                    for queued in batch {
+                        let _ = queued.written.send(Ok(()));
+                    }
+                    return;
                 }
-                return;
+                Err(error) if !concerns_one_create(&error) => {
+                    for queued in batch {
+                        let _ = queued.written.send(Err(StoreError::each_of(&error)));
+                    }
+                    return;
+                }
+                Err(_) => {}
             }
         }
         for queued in batch {
             let run = creates_run(std::iter::once((&queued.task, &queued.event)));
-            let _ = queued.written.send(self.run_creates(writer, run).await);
+            let result = self.run_creates(writer, run).await;
+            let _ = queued.written.send(result.map_err(StoreError::from));
         }
     }
 
@@ -1220,15 +1252,21 @@ impl SqliteStore {
         mut run: sqlx::QueryBuilder<'static, Sqlite>,
     ) -> Result<(), sqlx::Error> {
         let connection: &mut SqliteConnection = writer;
+        // Owed until the run has ended one way or the other: a run cut short (its task
+        // dropped) leaves its transaction to the next writer to roll back.
+        if self.rollback_owed.swap(true, Ordering::AcqRel) {
+            let _ = connection.execute("ROLLBACK").await;
+        }
         if let Err(error) = run.build().execute(&mut *connection).await {
             // The run stopped at the failing statement, inside the transaction it began (or
             // at BEGIN, with none to roll back: that ROLLBACK's own error is expected). On
             // the own connection, should this ROLLBACK fail too, the next writer tries again.
-            if connection.execute("ROLLBACK").await.is_err() {
-                self.rollback_owed.store(true, Ordering::Release);
+            if connection.execute("ROLLBACK").await.is_ok() {
+                self.rollback_owed.store(false, Ordering::Release);
             }
             return Err(error);
         }
+        self.rollback_owed.store(false, Ordering::Release);
         Ok(())
     }
 }
