@@ -119,28 +119,7 @@ async fn wait_until_refused(app: &TestApp, token: &str) -> Duration {
 /// database itself (a deleted account can no longer read its feed).
 async fn outbox_of(app: &TestApp, owner: &str) -> Vec<(String, String)> {
     const SQL: &str = "SELECT type, subject FROM task_events WHERE user_id = $1 ORDER BY sequence";
-    match app.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
-            let rows = sqlx::query_as(SQL)
-                .bind(owner)
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
-            let rows = sqlx::query_as(SQL)
-                .bind(owner)
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows
-        }
-    }
+    app.owner_rows(SQL, owner).await
 }
 
 on_both_databases! {

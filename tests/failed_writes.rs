@@ -31,50 +31,13 @@ const POSTGRES_REFUSAL: &str = "CREATE FUNCTION refuse_marked_events() RETURNS t
     CREATE TRIGGER refuse_marked_events BEFORE INSERT ON task_events
     FOR EACH ROW EXECUTE FUNCTION refuse_marked_events();";
 
-/// Runs `sql` (no parameters) on the test's database, from a connection of its own.
-async fn run_sql(app: &TestApp, sql: &str) {
-    match app.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
-}
-
-/// `SELECT count(*)` of `table`'s rows of `owner`, and that owner's kept total of tasks.
+/// `owner`'s rows of tasks, tags and events, and their kept total of tasks.
 async fn rows_of(app: &TestApp, owner: &str) -> (i64, i64, i64, i64) {
     let sql = "SELECT (SELECT count(*) FROM tasks WHERE user_id = $1),
                       (SELECT count(*) FROM task_tags WHERE user_id = $1),
                       (SELECT count(*) FROM task_events WHERE user_id = $1),
                       (SELECT coalesce(max(tasks), 0) FROM task_counts WHERE user_id = $1)";
-    match app.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
-            let rows = sqlx::query_as(sql)
-                .bind(owner)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
-            let rows = sqlx::query_as(sql)
-                .bind(owner)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows
-        }
-    }
+    app.owner_rows(sql, owner).await[0]
 }
 
 on_both_databases! {
@@ -87,13 +50,10 @@ on_both_databases! {
             .await;
         let before = rows_of(&app, &alice.id).await;
         assert_eq!(before, (1, 1, 1, 1), "one task, its tag, its event, its count");
-        run_sql(
-            &app,
-            match app.backend {
-                Backend::Sqlite => SQLITE_REFUSAL,
-                Backend::Postgres => POSTGRES_REFUSAL,
-            },
-        )
+        app.run_sql(match app.backend {
+            Backend::Sqlite => SQLITE_REFUSAL,
+            Backend::Postgres => POSTGRES_REFUSAL,
+        })
         .await;
 
         // A create whose event is refused, after its task and tags were inserted.
@@ -160,13 +120,10 @@ on_both_databases! {
     /// the writer in one transaction): one refused among them fails alone.
     async fn a_create_refused_among_concurrent_creates_fails_alone(app: TestApp) {
         let alice = app.signup("alice").await;
-        run_sql(
-            &app,
-            match app.backend {
-                Backend::Sqlite => SQLITE_REFUSAL,
-                Backend::Postgres => POSTGRES_REFUSAL,
-            },
-        )
+        app.run_sql(match app.backend {
+            Backend::Sqlite => SQLITE_REFUSAL,
+            Backend::Postgres => POSTGRES_REFUSAL,
+        })
         .await;
         // On SQLite, another connection holds the write lock while the creates arrive, so
         // that they queue for the service's writer and go in runs of several.

@@ -160,26 +160,5 @@ on_both_databases! {
 /// Rows of `task_counts` for `owner`, read from the database itself.
 async fn kept_rows(app: &TestApp, owner: &str) -> i64 {
     let sql = "SELECT count(*) FROM task_counts WHERE user_id = $1";
-    match app.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
-            let rows = sqlx::query_scalar(sql)
-                .bind(owner)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
-            let rows = sqlx::query_scalar(sql)
-                .bind(owner)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows
-        }
-    }
+    app.owner_rows::<(i64,)>(sql, owner).await[0].0
 }

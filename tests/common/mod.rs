@@ -241,6 +241,48 @@ impl TestApp {
     }
 
     /// `GET` a path as `user` and return status and JSON body.
+    /// The rows of `sql`, with `owner` bound to `$1`, read from the test's database itself on
+    /// a connection of its own (what the API no longer shows, or never shows).
+    pub async fn owner_rows<T>(&self, sql: &str, owner: &str) -> Vec<T>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.database_url).await.unwrap();
+                let rows = sqlx::query_as(sql).bind(owner).fetch_all(&pool).await;
+                pool.close().await;
+                rows.unwrap()
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
+                let rows = sqlx::query_as(sql).bind(owner).fetch_all(&pool).await;
+                pool.close().await;
+                rows.unwrap()
+            }
+        }
+    }
+
+    /// Runs `sql` (no parameters; one statement or several) on the test's database, on a
+    /// connection of its own.
+    pub async fn run_sql(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.database_url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
     pub async fn get_json(&self, user: &TestUser, path: &str) -> (StatusCode, Value) {
         let response = self
             .authed(Method::GET, path, &user.token)
