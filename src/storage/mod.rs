@@ -58,7 +58,7 @@ impl From<sqlx::Error> for StoreError {
 impl StoreError {
     /// The error of one of several writes that failed together on `error`, which only one
     /// of them can own (`sqlx::Error` is not `Clone`): the same status, the same message.
-    pub fn each_of(error: &sqlx::Error) -> Self {
+    pub(crate) fn each_of(error: &sqlx::Error) -> Self {
         if is_unavailable(error) {
             Self::Unavailable(sqlx::Error::Protocol(error.to_string()))
         } else {

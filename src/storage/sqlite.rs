@@ -799,26 +799,7 @@ impl Store for SqliteStore {
                         Err(gone) => Err(StoreError::Other(gone.into())),
                     };
                 }
-                turn = self.writer.clone().lock_owned() => {
-                    let mut writer = match self.writer_in_turn(turn).await {
-                        Ok(writer) => writer,
-                        Err(error) => {
-                            // Withdrawn, unless a run has taken it already.
-                            let mut queue = self.queued_creates();
-                            if let Some(at) = queue.iter().position(|queued| queued.task.id == task.id) {
-                                queue.remove(at);
-                                return Err(error.into());
-                            }
-                            continue;
-                        }
-                    };
-                    let batch: Vec<QueuedCreate> = {
-                        let mut queue = self.queued_creates();
-                        let taken = queue.len().min(BATCH_MAX);
-                        queue.drain(..taken).collect()
-                    };
-                    self.write_creates(&mut writer, batch).await;
-                }
+                turn = self.writer.clone().lock_owned() => self.lead_run(turn, task.id).await?,
             }
         }
     }
@@ -1206,6 +1187,32 @@ impl SqliteStore {
             open: true,
             rollback_owed: self.rollback_owed.clone(),
         })
+    }
+
+    /// In the turn, writes the oldest queued creates (up to [`BATCH_MAX`]) in one run. When
+    /// the writer cannot be had, the create `id` is withdrawn with that error, unless a run
+    /// has taken it already (its outcome is then on its way).
+    async fn lead_run(&self, turn: Turn, id: Uuid) -> Result<(), StoreError> {
+        let mut writer = match self.writer_in_turn(turn).await {
+            Ok(writer) => writer,
+            Err(error) => {
+                let mut queue = self.queued_creates();
+                return match queue.iter().position(|queued| queued.task.id == id) {
+                    Some(at) => {
+                        queue.remove(at);
+                        Err(error.into())
+                    }
+                    None => Ok(()),
+                };
+            }
+        };
+        let batch: Vec<QueuedCreate> = {
+            let mut queue = self.queued_creates();
+            let taken = queue.len().min(BATCH_MAX);
+            queue.drain(..taken).collect()
+        };
+        self.write_creates(&mut writer, batch).await;
+        Ok(())
     }
 
     fn queued_creates(&self) -> std::sync::MutexGuard<'_, Vec<QueuedCreate>> {
