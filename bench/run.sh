@@ -27,6 +27,7 @@ Environment (all optional):
   ENDPOINTS       the runs, space-separated, in order (default "list get create login")
   SERVER_ENV      extra server settings, space-separated NAME=value pairs, e.g.
                   SERVER_ENV="DATABASE_MAX_CONNECTIONS=20 PASSWORD_HASH_QUEUE=128"
+  TODO_API_BIN    a todo-api binary to run instead of building this checkout (A/B runs)
   VERBOSE=1       also print wrk's own output for every run
 EOF
 }

@@ -118,10 +118,17 @@ ensure_tools() {
 # build_release: `cargo build --profile $BUILD_PROFILE --locked` (default `release`; the
 # deployments' `production` profile with BUILD_PROFILE=production) in REPO_ROOT, which stays
 # the working directory; sets BIN, honouring CARGO_TARGET_DIR and .cargo/config.toml like
-# cargo itself.
+# cargo itself. With TODO_API_BIN (a binary built already, say another commit's for an A/B
+# comparison) nothing is built and BIN is that binary.
 build_release() {
     local profile=${BUILD_PROFILE:-release}
     cd "$REPO_ROOT" || exit
+    if [[ -n "${TODO_API_BIN:-}" ]]; then
+        BIN=$(realpath "$TODO_API_BIN") || die "TODO_API_BIN: $TODO_API_BIN does not exist"
+        [[ -x "$BIN" ]] || die "TODO_API_BIN: $BIN is not an executable"
+        log "not building: TODO_API_BIN=$BIN"
+        return
+    fi
     log "building: cargo build --profile $profile --locked"
     cargo build --profile "$profile" --locked
     BIN="$(cargo metadata --format-version 1 --no-deps --locked | jq -r '.target_directory')/$profile/todo-api"
