@@ -1,8 +1,8 @@
 //! A write that fails inside its transaction, after some of its statements ran, writes
 //! nothing (not the task, its tags, its count nor its event), answers a `500` problem, and
 //! leaves the service writing: the next writes succeed, so the failed transaction did not
-//! stay open on the connection that writes. Among concurrent creates (which SQLite writes
-//! together, several in one transaction), the refused one fails alone. The failure is
+//! stay open on the connection that writes. Among concurrent creates (which the service
+//! writes together, several in one transaction), the refused one fails alone. The failure is
 //! real: a trigger, installed in the test's own database, that refuses every event whose
 //! data carries a marker.
 
@@ -30,6 +30,49 @@ const POSTGRES_REFUSAL: &str = "CREATE FUNCTION refuse_marked_events() RETURNS t
     END $$;
     CREATE TRIGGER refuse_marked_events BEFORE INSERT ON task_events
     FOR EACH ROW EXECUTE FUNCTION refuse_marked_events();";
+
+/// Another connection holding what every run of creates must take (SQLite's write lock,
+/// PostgreSQL's event log head row), so that creates arriving meanwhile queue and go in runs
+/// of several.
+enum Blocker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Blocker {
+    async fn hold(app: &TestApp) -> Self {
+        match app.backend {
+            Backend::Sqlite => {
+                let mut blocker = sqlx::SqliteConnection::connect(&app.database_url)
+                    .await
+                    .unwrap();
+                blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+                Self::Sqlite(blocker)
+            }
+            Backend::Postgres => {
+                let mut blocker = sqlx::PgConnection::connect(&app.database_url)
+                    .await
+                    .unwrap();
+                blocker
+                    .execute("BEGIN; UPDATE event_log_head SET sequence = sequence")
+                    .await
+                    .unwrap();
+                Self::Postgres(blocker)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut blocker) => {
+                blocker.execute("ROLLBACK").await.unwrap();
+            }
+            Self::Postgres(mut blocker) => {
+                blocker.execute("ROLLBACK").await.unwrap();
+            }
+        }
+    }
+}
 
 /// `owner`'s rows of tasks, tags and events, and their kept total of tasks.
 async fn rows_of(app: &TestApp, owner: &str) -> (i64, i64, i64, i64) {
@@ -116,8 +159,8 @@ on_both_databases! {
 }
 
 on_both_databases! {
-    /// Concurrent creates may be written together (SQLite writes the creates waiting for
-    /// the writer in one transaction): one refused among them fails alone.
+    /// Concurrent creates may be written together (the creates waiting for the turn to
+    /// write go in one transaction): one refused among them fails alone.
     async fn a_create_refused_among_concurrent_creates_fails_alone(app: TestApp) {
         let alice = app.signup("alice").await;
         app.run_sql(match app.backend {
@@ -125,18 +168,7 @@ on_both_databases! {
             Backend::Postgres => POSTGRES_REFUSAL,
         })
         .await;
-        // On SQLite, another connection holds the write lock while the creates arrive, so
-        // that they queue for the service's writer and go in runs of several.
-        let blocker = match app.backend {
-            Backend::Sqlite => {
-                let mut blocker = sqlx::SqliteConnection::connect(&app.database_url)
-                    .await
-                    .unwrap();
-                blocker.execute("BEGIN IMMEDIATE").await.unwrap();
-                Some(blocker)
-            }
-            Backend::Postgres => None,
-        };
+        let blocker = Blocker::hold(&app).await;
         let path = TestApp::tasks_path(&alice);
         let creates: Vec<_> = (0..40)
             .map(|i| {
@@ -147,12 +179,11 @@ on_both_databases! {
             })
             .collect();
         let responses = tokio::spawn(futures_util::future::join_all(creates));
-        if let Some(mut blocker) = blocker {
-            // Time for the requests to arrive (the service's BEGIN waits up to 5 s for the
-            // lock); the outcome does not depend on it, only how many share a run.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            blocker.execute("ROLLBACK").await.unwrap();
-        }
+        // Time for the requests to arrive (SQLite's BEGIN waits up to 5 s for the lock,
+        // PostgreSQL's as long as it takes); the outcome does not depend on it, only how
+        // many share a run.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        blocker.release().await;
         let responses = responses.await.unwrap();
         for (i, response) in responses.into_iter().enumerate() {
             let response = response.unwrap();

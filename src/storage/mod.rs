@@ -4,6 +4,7 @@
 //! between users is enforced by the query itself, not only by the path check in front of it.
 //! Driver errors never leave this module: they become a [`StoreError`].
 
+mod group_commit;
 pub mod limits;
 mod postgres;
 mod sqlite;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
+    group_commit::{self, CreateQueue, CreateRuns, QueuedCreate},
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
     order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
 };
@@ -43,6 +44,11 @@ pub struct PostgresStore {
     /// False behind PgBouncer in transaction mode, where a named prepared statement may land
     /// on a server connection that already has one of that name: statements stay unnamed.
     persistent: bool,
+    /// Creates waiting for the next run (see [`Store::insert_task`]).
+    creates: Arc<CreateQueue>,
+    /// The turn to write a run of creates: one run of this process at a time, since each
+    /// holds the event log's head row until it commits anyway.
+    create_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The connection one store call runs on. Behind PgBouncer in transaction mode it is a
@@ -123,6 +129,8 @@ impl PostgresStore {
         Ok(Self {
             pool,
             persistent: !pgbouncer,
+            creates: Arc::default(),
+            create_turn: Arc::default(),
         })
     }
 
@@ -787,9 +795,7 @@ impl Store for PostgresStore {
             .execute(&mut *transaction)
             .await?;
         tasks.sort_by_key(|task| task.id);
-        for task in &tasks {
-            append_event(&mut transaction, &event(task), self.persistent).await?;
-        }
+        append_events_of(&mut transaction, &tasks, event, self.persistent).await?;
         let revocation =
             record_revocation(&mut transaction, self.persistent, id, DELETED, now).await?;
         transaction.commit().await?;
@@ -830,11 +836,22 @@ impl Store for PostgresStore {
     }
 
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        write_task_row(&mut transaction, None, task, self.persistent).await?;
-        append_event(&mut transaction, event, self.persistent).await?;
-        transaction.commit().await?;
-        Ok(())
+        // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
+        // creates queued by then, under one lock of the event log's head row.
+        let mut outcome = self.creates.join(task, event);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut outcome => return group_commit::received(outcome),
+                _turn = self.create_turn.lock() => {
+                    let mut runs = PoolRuns {
+                        pool: &self.pool,
+                        persistent: self.persistent,
+                    };
+                    group_commit::write_in_runs(&mut runs, self.creates.take()).await;
+                }
+            }
+        }
     }
 
     async fn list_tasks(
@@ -931,9 +948,8 @@ impl Store for PostgresStore {
         if let Some(created) = &update.created {
             write_task_row(&mut transaction, None, created, self.persistent).await?;
         }
-        for event in &update.events {
-            append_event(&mut transaction, event, self.persistent).await?;
-        }
+        let events: Vec<&NewEvent> = update.events.iter().collect();
+        append_events(&mut transaction, &events, self.persistent).await?;
         transaction.commit().await?;
         Ok(Some(update.task))
     }
@@ -960,7 +976,7 @@ impl Store for PostgresStore {
         let Some(task) = one_task(row)? else {
             return Ok(None);
         };
-        append_event(&mut transaction, &event(&task), self.persistent).await?;
+        append_events(&mut transaction, &[&event(&task)], self.persistent).await?;
         transaction.commit().await?;
         Ok(Some(task))
     }
@@ -1018,9 +1034,7 @@ impl Store for PostgresStore {
             .map(Task::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         tasks.sort_by_key(|task| (task.remind_at, task.id));
-        for task in &tasks {
-            append_event(&mut transaction, &event(task), self.persistent).await?;
-        }
+        append_events_of(&mut transaction, &tasks, event, self.persistent).await?;
         transaction.commit().await?;
         Ok(tasks.len())
     }
@@ -1297,31 +1311,238 @@ impl AttemptLimits for PostgresLimits {
     }
 }
 
-/// Appends `event` to the log inside `transaction`, as its last statement. Incrementing the
-/// head row takes its lock until commit, so the next writer gets the next sequence only
-/// once this one is committed: sequence order is commit order, and a reader that has seen
-/// sequence n can never later find a smaller one appear. (A BIGSERIAL hands values out at
-/// insert time, and transactions may commit in another order.) The lock is held only from
-/// this statement to the commit.
-async fn append_event(
+/// Runs of creates, each in a transaction of its own from the pool.
+struct PoolRuns<'a> {
+    pool: &'a PgPool,
+    persistent: bool,
+}
+
+impl CreateRuns for PoolRuns<'_> {
+    /// Three statements whatever the run's size, each taking its rows as arrays: the tasks
+    /// (a plain INSERT: a new task's id is new, and a clash is an error), their tags, their
+    /// events. The tasks come first, so that the owners' `task_counts` rows are locked
+    /// before the head row, as in every write.
+    async fn run(&mut self, creates: &[QueuedCreate]) -> Result<(), sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        insert_new_tasks(&mut transaction, creates, self.persistent).await?;
+        let events: Vec<&NewEvent> = creates.iter().map(|queued| &queued.event).collect();
+        append_events(&mut transaction, &events, self.persistent).await?;
+        transaction.commit().await
+    }
+
+    /// SQLSTATE classes 22 (data exception), 23 (integrity constraint violation), 54
+    /// (program limit exceeded, such as an index row too large) and P0 (raised by a
+    /// PL/pgSQL trigger): PostgreSQL's Appendix A.
+    fn concerns_one_create(error: &sqlx::Error) -> bool {
+        let sqlx::Error::Database(database) = error else {
+            return false;
+        };
+        database.code().is_some_and(|code| {
+            ["22", "23", "54", "P0"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        })
+    }
+}
+
+/// Inserts the tasks of `creates`, then their tags, each as one statement over arrays.
+async fn insert_new_tasks(
     transaction: &mut Transaction<'static, Postgres>,
-    event: &NewEvent,
+    creates: &[QueuedCreate],
     persistent: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH head AS (UPDATE event_log_head SET sequence = sequence + 1 RETURNING sequence)
-         INSERT INTO task_events (sequence, id, user_id, type, source, subject, time, data)
-         SELECT head.sequence, $1, $2, $3, $4, $5, $6, $7 FROM head",
+    let tasks: Vec<&Task> = creates.iter().map(|queued| &queued.task).collect();
+    let written = sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
+                            version, priority, tags, due_at, remind_at, recurrence,
+                            next_task_id, reminder_sent, title_key, description_key)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[],
+                              $6::timestamptz[], $7::timestamptz[], $8::int8[], $9::int2[],
+                              $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
+                              $14::uuid[], $15::bool[], $16::text[], $17::text[])",
     )
-    .bind(event.id)
-    .bind(&event.user_id)
-    .bind(event.event_type.as_str())
-    .bind(&event.source)
-    .bind(&event.subject)
-    .bind(NewEvent::time_now())
-    .bind(event.data.to_string())
+    .bind(tasks.iter().map(|task| task.id).collect::<Vec<_>>())
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.user_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.title.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.description.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(tasks.iter().map(|task| task.completed).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|task| task.created_at).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|task| task.updated_at).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|task| task.version).collect::<Vec<_>>())
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.priority.rank())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.tags.to_stored())
+            .collect::<Vec<_>>(),
+    )
+    .bind(tasks.iter().map(|task| task.due_at).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|task| task.remind_at).collect::<Vec<_>>())
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.recurrence.as_ref().map(Recurrence::to_stored))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.next_task_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.reminder_sent)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|task| fold(&task.title))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|task| task.description.as_deref().map(fold))
+            .collect::<Vec<_>>(),
+    )
+    .persistent(persistent)
+    .execute(&mut **transaction)
+    .await?
+    .rows_affected();
+    if written != tasks.len() as u64 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    let tagged = || {
+        tasks
+            .iter()
+            .flat_map(|task| task.tags.iter().map(move |tag| (*task, tag)))
+    };
+    if tagged().next().is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO task_tags (task_id, user_id, tag_key, tag)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])",
+    )
+    .bind(tagged().map(|(task, _)| task.id).collect::<Vec<_>>())
+    .bind(
+        tagged()
+            .map(|(task, _)| task.user_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(tagged().map(|(_, tag)| tag.key()).collect::<Vec<_>>())
+    .bind(tagged().map(|(_, tag)| tag.as_str()).collect::<Vec<_>>())
     .persistent(persistent)
     .execute(&mut **transaction)
     .await?;
+    Ok(())
+}
+
+/// Appends the event of each of `tasks`, in their order, a thousand per statement (a
+/// bound message stays small however many tasks an account holds).
+async fn append_events_of(
+    transaction: &mut Transaction<'static, Postgres>,
+    tasks: &[Task],
+    event: &TaskEvent<'_>,
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
+    for chunk in tasks.chunks(1000) {
+        let events: Vec<NewEvent> = chunk.iter().map(event).collect();
+        let events: Vec<&NewEvent> = events.iter().collect();
+        append_events(transaction, &events, persistent).await?;
+    }
+    Ok(())
+}
+
+/// Appends `events` to the log inside `transaction`, in their order, as its last statement
+/// (nothing for none). Moving the head row takes its lock until commit, so the next writer
+/// gets the next sequences only once this one is committed: sequence order is commit order,
+/// and a reader that has seen sequence n can never later find a smaller one appear. (A
+/// BIGSERIAL hands values out at insert time, and transactions may commit in another
+/// order.) The lock is held only from this statement to the commit.
+async fn append_events(
+    transaction: &mut Transaction<'static, Postgres>,
+    events: &[&NewEvent],
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let time = NewEvent::time_now();
+    let written = sqlx::query(
+        "WITH head AS (
+             UPDATE event_log_head SET sequence = sequence + cardinality($1::uuid[])
+             RETURNING sequence - cardinality($1::uuid[]) AS before
+         )
+         INSERT INTO task_events (sequence, id, user_id, type, source, subject, time, data)
+         SELECT head.before + event.n, event.id, event.user_id, event.type, event.source,
+                event.subject, $6, event.data
+           FROM head, unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $7::text[])
+                      WITH ORDINALITY AS event (id, user_id, type, source, subject, data, n)",
+    )
+    .bind(events.iter().map(|event| event.id).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|event| event.user_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|event| event.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|event| event.source.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|event| event.subject.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(time)
+    .bind(
+        events
+            .iter()
+            .map(|event| event.data.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .persistent(persistent)
+    .execute(&mut **transaction)
+    .await?
+    .rows_affected();
+    if written != events.len() as u64 {
+        // No head row: the schema is not ours.
+        return Err(sqlx::Error::RowNotFound);
+    }
     Ok(())
 }

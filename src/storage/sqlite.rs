@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
+    group_commit::{self, CreateQueue, CreateRuns, QueuedCreate},
     limits::{AttemptLimits, MemoryLimits},
     order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
 };
@@ -52,19 +53,8 @@ pub struct SqliteStore {
     /// To open the writing connection again if its thread is gone.
     options: SqliteConnectOptions,
     /// Creates waiting for the next run (see [`Store::insert_task`]).
-    creates: std::sync::Mutex<Vec<QueuedCreate>>,
+    creates: CreateQueue,
 }
-
-/// A create waiting to be written, and where its outcome goes.
-struct QueuedCreate {
-    task: Task,
-    event: NewEvent,
-    written: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// The most creates one run writes. A run's text depends only on how many it writes, and
-/// sqlx caches each text's statements on the connection, so the sizes must stay few.
-const BATCH_MAX: usize = 16;
 
 type Turn = tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>;
 
@@ -217,7 +207,7 @@ impl SqliteStore {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             rollback_owed: Arc::default(),
             options,
-            creates: std::sync::Mutex::default(),
+            creates: CreateQueue::default(),
         })
     }
 
@@ -405,35 +395,41 @@ async fn write_task_row(
     Ok(())
 }
 
-/// Whether a failed run of creates failed on one create's own data (a constraint or a
-/// trigger refusing it, a value out of range), so that the others may succeed alone.
-/// SQLite's primary result codes (the low byte of the extended code): SQLITE_ERROR 1,
-/// SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19, SQLITE_MISMATCH 20, SQLITE_RANGE 25.
-fn concerns_one_create(error: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(database) = error else {
-        return false;
-    };
-    database
-        .code()
-        .and_then(|code| code.parse::<u32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 1 | 18 | 19 | 20 | 25))
+/// Runs of creates on the writing connection, in the turn.
+struct WriterRuns<'a> {
+    store: &'a SqliteStore,
+    writer: &'a mut Writer,
 }
 
-/// One transaction writing each of `creates`: a plain INSERT of the task (a new task's id is
-/// new, and a clash is an error, which stops the run before COMMIT), its tags, its event.
-fn creates_run<'a>(
-    creates: impl Iterator<Item = (&'a Task, &'a NewEvent)>,
-) -> sqlx::QueryBuilder<'static, Sqlite> {
-    let mut run = sqlx::QueryBuilder::new("BEGIN IMMEDIATE; ");
-    for (task, event) in creates {
-        push_task_insert(&mut run, task);
-        run.push("; ");
-        push_tag_inserts(&mut run, task);
-        push_event_append(&mut run, event);
-        run.push(" ");
+impl CreateRuns for WriterRuns<'_> {
+    /// One multi-statement execution, a single hand-off to the connection's thread:
+    /// `BEGIN IMMEDIATE`, for each create a plain INSERT of the task (a new task's id is
+    /// new, and a clash is an error, which stops the run before COMMIT), its tags and its
+    /// event, then `COMMIT`.
+    async fn run(&mut self, creates: &[QueuedCreate]) -> Result<(), sqlx::Error> {
+        let mut run = sqlx::QueryBuilder::new("BEGIN IMMEDIATE; ");
+        for queued in creates {
+            push_task_insert(&mut run, &queued.task);
+            run.push("; ");
+            push_tag_inserts(&mut run, &queued.task);
+            push_event_append(&mut run, &queued.event);
+            run.push(" ");
+        }
+        run.push("COMMIT;");
+        self.store.run_creates(self.writer, run).await
     }
-    run.push("COMMIT;");
-    run
+
+    /// SQLite's primary result codes (the low byte of the extended code): SQLITE_ERROR 1,
+    /// SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19, SQLITE_MISMATCH 20, SQLITE_RANGE 25.
+    fn concerns_one_create(error: &sqlx::Error) -> bool {
+        let sqlx::Error::Database(database) = error else {
+            return false;
+        };
+        database
+            .code()
+            .and_then(|code| code.parse::<u32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 1 | 18 | 19 | 20 | 25))
+    }
 }
 
 /// `INSERT INTO tasks (…) VALUES (…)` of every column of `task`.
@@ -782,23 +778,13 @@ impl Store for SqliteStore {
     }
 
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
-        // Group commit: the create joins the queue; whoever takes the turn next writes every
-        // create queued (up to BATCH_MAX) in one run, and each learns its own outcome.
-        let (written, mut outcome) = tokio::sync::oneshot::channel();
-        self.queued_creates().push(QueuedCreate {
-            task: task.clone(),
-            event: event.clone(),
-            written,
-        });
+        // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
+        // creates queued by then.
+        let mut outcome = self.creates.join(task, event);
         loop {
             tokio::select! {
                 biased;
-                result = &mut outcome => {
-                    return match result {
-                        Ok(result) => result,
-                        Err(gone) => Err(StoreError::Other(gone.into())),
-                    };
-                }
+                outcome = &mut outcome => return group_commit::received(outcome),
                 turn = self.writer.clone().lock_owned() => self.lead_run(turn, task.id).await?,
             }
         }
@@ -1189,68 +1175,22 @@ impl SqliteStore {
         })
     }
 
-    /// In the turn, writes the oldest queued creates (up to [`BATCH_MAX`]) in one run. When
-    /// the writer cannot be had, the create `id` is withdrawn with that error, unless a run
-    /// has taken it already (its outcome is then on its way).
+    /// In the turn, writes the oldest queued creates in one run. When the writer cannot be
+    /// had, the create `id` is withdrawn with that error, unless a run has taken it already
+    /// (its outcome is then on its way).
     async fn lead_run(&self, turn: Turn, id: Uuid) -> Result<(), StoreError> {
         let mut writer = match self.writer_in_turn(turn).await {
             Ok(writer) => writer,
-            Err(error) => {
-                let mut queue = self.queued_creates();
-                return match queue.iter().position(|queued| queued.task.id == id) {
-                    Some(at) => {
-                        queue.remove(at);
-                        Err(error.into())
-                    }
-                    None => Ok(()),
-                };
-            }
+            Err(error) if self.creates.withdraw(id) => return Err(error.into()),
+            Err(_) => return Ok(()),
         };
-        let batch: Vec<QueuedCreate> = {
-            let mut queue = self.queued_creates();
-            let taken = queue.len().min(BATCH_MAX);
-            queue.drain(..taken).collect()
+        let batch = self.creates.take();
+        let mut runs = WriterRuns {
+            store: self,
+            writer: &mut writer,
         };
-        self.write_creates(&mut writer, batch).await;
+        group_commit::write_in_runs(&mut runs, batch).await;
         Ok(())
-    }
-
-    fn queued_creates(&self) -> std::sync::MutexGuard<'_, Vec<QueuedCreate>> {
-        self.creates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Writes `batch` in one run: `BEGIN IMMEDIATE`, each create's task, tags and event,
-    /// `COMMIT`, one hand-off to the connection's thread and one commit for them all. When
-    /// the run fails on one create's data (a constraint, a trigger), each is written again
-    /// in a run of its own, so that only that one fails; any other failure (the lock held
-    /// by another process past the busy timeout, a full disk, a lost connection) would
-    /// fail each of them alike, so all get it at once, without a retry apiece.
-    async fn write_creates(&self, writer: &mut Writer, batch: Vec<QueuedCreate>) {
-        if batch.len() > 1 {
-            let run = creates_run(batch.iter().map(|queued| (&queued.task, &queued.event)));
-            match self.run_creates(writer, run).await {
-                Ok(()) => {
-                    for queued in batch {
-                        let _ = queued.written.send(Ok(()));
-                    }
-                    return;
-                }
-                Err(error) if !concerns_one_create(&error) => {
-                    for queued in batch {
-                        let _ = queued.written.send(Err(StoreError::each_of(&error)));
-                    }
-                    return;
-                }
-                Err(_) => {}
-            }
-        }
-        for queued in batch {
-            let run = creates_run(std::iter::once((&queued.task, &queued.event)));
-            let result = self.run_creates(writer, run).await;
-            let _ = queued.written.send(result.map_err(StoreError::from));
-        }
     }
 
     async fn run_creates(
