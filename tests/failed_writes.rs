@@ -11,7 +11,6 @@ mod common;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sqlx::{Connection, Executor};
 
 /// Text that makes the trigger refuse the event of the write that carries it.
 const MARKER: &str = "refused-by-the-trigger";
@@ -30,49 +29,6 @@ const POSTGRES_REFUSAL: &str = "CREATE FUNCTION refuse_marked_events() RETURNS t
     END $$;
     CREATE TRIGGER refuse_marked_events BEFORE INSERT ON task_events
     FOR EACH ROW EXECUTE FUNCTION refuse_marked_events();";
-
-/// Another connection holding what every run of creates must take (SQLite's write lock,
-/// PostgreSQL's event log head row), so that creates arriving meanwhile queue and go in runs
-/// of several.
-enum Blocker {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
-}
-
-impl Blocker {
-    async fn hold(app: &TestApp) -> Self {
-        match app.backend {
-            Backend::Sqlite => {
-                let mut blocker = sqlx::SqliteConnection::connect(&app.database_url)
-                    .await
-                    .unwrap();
-                blocker.execute("BEGIN IMMEDIATE").await.unwrap();
-                Self::Sqlite(blocker)
-            }
-            Backend::Postgres => {
-                let mut blocker = sqlx::PgConnection::connect(&app.database_url)
-                    .await
-                    .unwrap();
-                blocker
-                    .execute("BEGIN; UPDATE event_log_head SET sequence = sequence")
-                    .await
-                    .unwrap();
-                Self::Postgres(blocker)
-            }
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            Self::Sqlite(mut blocker) => {
-                blocker.execute("ROLLBACK").await.unwrap();
-            }
-            Self::Postgres(mut blocker) => {
-                blocker.execute("ROLLBACK").await.unwrap();
-            }
-        }
-    }
-}
 
 /// `owner`'s rows of tasks, tags and events, and their kept total of tasks.
 async fn rows_of(app: &TestApp, owner: &str) -> (i64, i64, i64, i64) {

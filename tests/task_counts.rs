@@ -3,11 +3,16 @@
 //! it is counted from the owner's rows. Every kind of write (create, each way of completing
 //! and reopening, replace, delete, a recurring task's next occurrence, a refused write, an
 //! account's deletion) leaves the two in agreement, and with the tasks that are really there.
+//! So do creates of several owners written together (group commit: one transaction for the
+//! creates waiting for the writer), alone or among other writes to the same owners, and each
+//! of them gets exactly one event, numbered without a gap.
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
+
 use common::*;
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
 /// A filter that keeps every task but makes the listing count rows: every priority.
@@ -161,4 +166,225 @@ on_both_databases! {
 async fn kept_rows(app: &TestApp, owner: &str) -> i64 {
     let sql = "SELECT count(*) FROM task_counts WHERE user_id = $1";
     app.owner_rows::<(i64,)>(sql, owner).await[0].0
+}
+
+/// How many creates arrive together in the tests of concurrent creates: at least two full
+/// runs (the service writes at most 16 creates in one), whatever the first run takes.
+const CREATES: usize = 48;
+
+/// The four owners of the tests of concurrent creates.
+async fn four_owners(app: &TestApp) -> Vec<TestUser> {
+    let mut users = Vec::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        users.push(app.signup(name).await);
+    }
+    users
+}
+
+/// The body of create `i`: some with tags, some created completed, in patterns that differ
+/// from owner to owner (owner `i % 4`), so that a task's fields written for another task of
+/// its run would move a count or a tag to another owner.
+fn create_body(i: usize) -> Value {
+    let mut body = json!({"title": format!("concurrent {i}"), "completed": i.is_multiple_of(5)});
+    if !i.is_multiple_of(3) {
+        body["tags"] = json!(
+            (0..i % 3)
+                .map(|n| format!("tag{}", (i + n) % 7))
+                .collect::<Vec<_>>()
+        );
+    }
+    body
+}
+
+/// `owner`'s kept counts (tasks, completed), the same counted from its rows, and its tag rows
+/// whose task is the owner's.
+const COUNTS: &str = "SELECT (SELECT tasks FROM task_counts WHERE user_id = $1),
+                             (SELECT completed FROM task_counts WHERE user_id = $1),
+                             (SELECT count(*) FROM tasks WHERE user_id = $1),
+                             (SELECT count(*) FROM tasks WHERE user_id = $1 AND completed),
+                             (SELECT count(*) FROM task_tags JOIN tasks ON tasks.id = task_tags.task_id
+                               WHERE task_tags.user_id = $1 AND tasks.user_id = $1)";
+
+/// Asserts that `user`'s kept counts are its rows' and the listing's, and are `expected`
+/// (tasks, completed), with `tags` tag rows.
+async fn assert_counts(app: &TestApp, user: &TestUser, expected: (u64, u64), tags: u64) {
+    let (kept_tasks, kept_completed, tasks, completed, tag_rows) = app
+        .owner_rows::<(i64, i64, i64, i64, i64)>(COUNTS, &user.id)
+        .await[0];
+    let counted = (tasks as u64, completed as u64);
+    assert_eq!(
+        counted, expected,
+        "{}'s rows (tasks, completed)",
+        user.username
+    );
+    assert_eq!(
+        (kept_tasks, kept_completed),
+        (tasks, completed),
+        "{}'s kept counts and rows",
+        user.username
+    );
+    assert_eq!(tag_rows as u64, tags, "{}'s tag rows", user.username);
+    assert_totals(
+        app,
+        user,
+        expected,
+        &format!("{}'s concurrent creates", user.username),
+    )
+    .await;
+}
+
+/// The events of `users`' tasks (sequence, owner, type, subject, the id of the task in its
+/// data), read owner by owner, in sequence order.
+async fn events_of(
+    app: &TestApp,
+    users: &[TestUser],
+) -> Vec<(i64, String, String, String, String)> {
+    let sql = "SELECT sequence, user_id, type, subject, data FROM task_events WHERE user_id = $1";
+    let mut events = Vec::new();
+    for user in users {
+        let rows = app
+            .owner_rows::<(i64, String, String, String, String)>(sql, &user.id)
+            .await;
+        events.extend(
+            rows.into_iter()
+                .map(|(sequence, owner, kind, subject, data)| {
+                    let data: Value = serde_json::from_str(&data).expect("an event's data is JSON");
+                    let id = data["id"].as_str().unwrap_or_default().to_owned();
+                    (sequence, owner, kind, subject, id)
+                }),
+        );
+    }
+    events.sort();
+    events
+}
+
+/// Asserts that the sequences of `events`, every event of the test's new database, are 1,
+/// 2, 3 …: every write appends after the last one committed, without a gap or a repeat.
+fn assert_contiguous(events: &[(i64, String, String, String, String)]) {
+    let sequences: Vec<i64> = events.iter().map(|event| event.0).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(sequences, expected, "the events' sequences");
+}
+
+on_both_databases! {
+    /// Creates of four owners arriving while the writer is held go in runs that mix owners:
+    /// each is created, counted for its own owner (tasks, completed, tags), and has exactly
+    /// one event, its own owner's, the log numbered without a gap.
+    async fn concurrent_creates_of_several_owners_keep_counts_and_events_true(app: TestApp) {
+        let users = four_owners(&app).await;
+        let requests: Vec<RequestBuilder> = (0..CREATES)
+            .map(|i| {
+                let user = &users[i % users.len()];
+                app.authed(Method::POST, &TestApp::tasks_path(user), &user.token)
+                    .json(&create_body(i))
+            })
+            .collect();
+        let responses = Blocker::send_meanwhile(&app, requests).await;
+
+        // Task id → its owner's index, and each owner's expected counts.
+        let mut created: HashMap<String, usize> = HashMap::new();
+        let mut expected = vec![((0, 0), 0); users.len()];
+        for (i, response) in responses.into_iter().enumerate() {
+            assert_eq!(response.status(), StatusCode::CREATED, "create {i}");
+            let task: Value = response.json().await.unwrap();
+            let body = create_body(i);
+            assert_eq!(task["completed"], body["completed"], "create {i}: {task}");
+            let tags = body["tags"].as_array().map_or(0, Vec::len) as u64;
+            assert_eq!(task["tags"].as_array().map_or(0, Vec::len) as u64, tags, "{task}");
+            let owner = i % users.len();
+            created.insert(id_of(&task), owner);
+            let ((all, done), tag_rows) = &mut expected[owner];
+            *all += 1;
+            *done += u64::from(body["completed"] == true);
+            *tag_rows += tags;
+        }
+        assert_eq!(created.len(), CREATES, "every create has an id of its own");
+        for (user, (counts, tags)) in users.iter().zip(expected) {
+            assert_counts(&app, user, counts, tags).await;
+        }
+
+        let events = events_of(&app, &users).await;
+        assert_contiguous(&events);
+        let mut subjects = HashSet::new();
+        for (sequence, owner, kind, subject, data_id) in &events {
+            assert_eq!(kind, "todo.task.created", "event {sequence}");
+            let Some(&of) = created.get(subject) else {
+                panic!("event {sequence}'s subject {subject} is no task created here");
+            };
+            assert_eq!(owner, &users[of].id, "event {sequence} belongs to its task's owner");
+            assert_eq!(data_id, subject, "event {sequence}'s data is its subject's task");
+            assert!(subjects.insert(subject), "task {subject}: a second event, {sequence}");
+        }
+        assert_eq!(subjects.len(), CREATES, "one event for each task created");
+    }
+}
+
+on_both_databases! {
+    /// Creates of four owners arriving, while the writer is held, among completions, a
+    /// replacement and deletes of the same owners' tasks. On PostgreSQL each of these writes,
+    /// like a run of creates, locks its owners' `task_counts` rows at its task statement and
+    /// the event log's head row last, both until its commit, so that none waits for another
+    /// in a cycle (a run that took the head row first would deadlock with them). Every write
+    /// succeeds, every count stays true, and every write has its event, without a gap.
+    async fn creates_among_other_writes_of_the_same_owners_all_succeed(app: TestApp) {
+        let users = four_owners(&app).await;
+        let mut earlier = Vec::new();
+        for user in &users {
+            let mut ids = Vec::new();
+            for n in 0..4 {
+                let task = app
+                    .create_task(user, json!({"title": format!("earlier {n}"), "tags": ["old"]}))
+                    .await;
+                ids.push(id_of(&task));
+            }
+            earlier.push(ids);
+        }
+        // Per owner, one write to each earlier task, spread among the creates so that they
+        // arrive mixed: a complete, a PATCH that completes, a delete, and a PUT that completes
+        // and leaves the tags out (which empties them). The earlier tasks then count 3 tasks,
+        // 3 completed, and 2 tag rows.
+        let mut requests: Vec<RequestBuilder> = Vec::new();
+        let mut expected: Vec<((u64, u64), u64)> = vec![((3, 3), 2); users.len()];
+        for i in 0..CREATES {
+            let owner = i % users.len();
+            let user = &users[owner];
+            let body = create_body(i);
+            requests.push(
+                app.authed(Method::POST, &TestApp::tasks_path(user), &user.token)
+                    .json(&body),
+            );
+            let ((all, done), tags) = &mut expected[owner];
+            *all += 1;
+            *done += u64::from(body["completed"] == true);
+            *tags += body["tags"].as_array().map_or(0, Vec::len) as u64;
+            if i.is_multiple_of(3) {
+                // 16 such i: each of the four owners, each of the four writes.
+                let (of, write) = (i / 3 % users.len(), i / 3 / users.len());
+                let user = &users[of];
+                let path = TestApp::task_path(user, &earlier[of][write]);
+                requests.push(match write {
+                    0 => app.authed(Method::PATCH, &format!("{path}/complete"), &user.token),
+                    1 => app
+                        .authed(Method::PATCH, &path, &user.token)
+                        .json(&json!({"completed": true})),
+                    2 => app.authed(Method::DELETE, &path, &user.token),
+                    _ => app
+                        .authed(Method::PUT, &path, &user.token)
+                        .json(&json!({"title": "replaced", "description": null, "completed": true})),
+                });
+            }
+        }
+        let responses = Blocker::send_meanwhile(&app, requests).await;
+        for (i, response) in responses.into_iter().enumerate() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            assert!(status.is_success(), "request {i}: {status} {body}");
+        }
+        for (user, (counts, tags)) in users.iter().zip(expected) {
+            assert_counts(&app, user, counts, tags).await;
+        }
+        let events = events_of(&app, &users).await;
+        assert_eq!(events.len(), 16 + CREATES + 16, "one event for each write");
+        assert_contiguous(&events);
+    }
 }

@@ -294,6 +294,73 @@ impl TestApp {
     }
 }
 
+/// Another connection holding what every run of creates must take (SQLite's write lock,
+/// PostgreSQL's event log head row), so that creates arriving meanwhile queue and go in runs
+/// of several.
+pub enum Blocker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Blocker {
+    /// Takes the lock on a connection of its own, until [`Blocker::release`].
+    pub async fn hold(app: &TestApp) -> Self {
+        match app.backend {
+            Backend::Sqlite => {
+                let mut blocker = sqlx::SqliteConnection::connect(&app.database_url)
+                    .await
+                    .unwrap();
+                blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+                Self::Sqlite(blocker)
+            }
+            Backend::Postgres => {
+                let mut blocker = sqlx::PgConnection::connect(&app.database_url)
+                    .await
+                    .unwrap();
+                blocker
+                    .execute("BEGIN; UPDATE event_log_head SET sequence = sequence")
+                    .await
+                    .unwrap();
+                Self::Postgres(blocker)
+            }
+        }
+    }
+
+    /// Rolls the other connection's transaction back: the writes waiting for the lock go on.
+    pub async fn release(self) {
+        match self {
+            Self::Sqlite(mut blocker) => {
+                blocker.execute("ROLLBACK").await.unwrap();
+            }
+            Self::Postgres(mut blocker) => {
+                blocker.execute("ROLLBACK").await.unwrap();
+            }
+        }
+    }
+
+    /// Sends `requests` all at once while the lock is held, so that their writes queue and
+    /// go in runs of several, then releases it; the responses, in the order of `requests`.
+    /// Half a second is time for the requests to arrive (SQLite's BEGIN waits up to 5 s for
+    /// the lock, PostgreSQL's as long as it takes); the outcome does not depend on it, only
+    /// how many share a run.
+    pub async fn send_meanwhile(
+        app: &TestApp,
+        requests: Vec<RequestBuilder>,
+    ) -> Vec<reqwest::Response> {
+        let blocker = Self::hold(app).await;
+        let sent = tokio::spawn(futures_util::future::join_all(
+            requests.into_iter().map(RequestBuilder::send),
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        blocker.release().await;
+        let responses = sent.await.expect("the requests' task");
+        responses
+            .into_iter()
+            .map(|response| response.expect("a response"))
+            .collect()
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
