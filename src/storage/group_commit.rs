@@ -36,6 +36,29 @@ impl QueuedCreate {
 /// A create's outcome, as its caller waits for it.
 pub(crate) type Outcome = oneshot::Receiver<Result<(), StoreError>>;
 
+/// A create in the queue, as its caller holds it. Dropped before a run took the create (its
+/// caller gave up), it takes the create back out of the queue, so that nothing is written
+/// for a caller that was told nothing.
+pub(crate) struct Joined<'a> {
+    queue: &'a CreateQueue,
+    id: Uuid,
+    outcome: Outcome,
+}
+
+impl Joined<'_> {
+    /// The create's outcome, to await.
+    pub fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+}
+
+impl Drop for Joined<'_> {
+    fn drop(&mut self) {
+        // Usually a run has taken it already, and this finds nothing.
+        self.queue.withdraw(self.id);
+    }
+}
+
 /// The creates waiting for the next run, oldest first.
 #[derive(Default)]
 pub(crate) struct CreateQueue {
@@ -44,14 +67,18 @@ pub(crate) struct CreateQueue {
 
 impl CreateQueue {
     /// Queues the create of `task` with its `event`.
-    pub fn join(&self, task: &Task, event: &NewEvent) -> Outcome {
+    pub fn join(&self, task: &Task, event: &NewEvent) -> Joined<'_> {
         let (written, outcome) = oneshot::channel();
         self.queued().push(QueuedCreate {
             task: task.clone(),
             event: event.clone(),
             written,
         });
-        outcome
+        Joined {
+            queue: self,
+            id: task.id,
+            outcome,
+        }
     }
 
     /// The oldest queued creates, up to [`BATCH_MAX`], now out of the queue.
@@ -122,5 +149,70 @@ pub(crate) async fn write_in_runs<R: CreateRuns>(runs: &mut R, batch: Vec<Queued
     for queued in batch {
         let outcome = runs.run(std::slice::from_ref(&queued)).await;
         queued.settle(outcome.map_err(StoreError::from));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::{events::record::EventType, tasks::domain::Priority};
+
+    fn task() -> Task {
+        let now = Utc::now();
+        Task {
+            id: Uuid::now_v7(),
+            user_id: "owner".into(),
+            title: "a task".into(),
+            description: None,
+            completed: false,
+            created_at: now,
+            updated_at: now,
+            priority: Priority::default(),
+            tags: Default::default(),
+            due_at: None,
+            remind_at: None,
+            recurrence: None,
+            next_task_id: None,
+            version: 1,
+            reminder_sent: false,
+        }
+    }
+
+    fn queued(queue: &CreateQueue) -> usize {
+        queue.queued().len()
+    }
+
+    #[test]
+    fn a_create_given_up_before_a_run_took_it_leaves_the_queue() {
+        let queue = CreateQueue::default();
+        let (first, second) = (task(), task());
+        let kept = queue.join(&first, &NewEvent::new(EventType::Created, "s", &first));
+        let given_up = queue.join(&second, &NewEvent::new(EventType::Created, "s", &second));
+        drop(given_up);
+        assert_eq!(queued(&queue), 1);
+        let run = queue.take();
+        assert_eq!(run.len(), 1);
+        assert_eq!(run[0].task.id, first.id);
+        // Taken by a run, it stays the run's: dropping its caller takes nothing out.
+        let third = task();
+        let _waiting = queue.join(&third, &NewEvent::new(EventType::Created, "s", &third));
+        drop(kept);
+        assert_eq!(queued(&queue), 1);
+    }
+
+    #[test]
+    fn a_run_takes_the_oldest_creates_up_to_its_size() {
+        let queue = CreateQueue::default();
+        let tasks: Vec<Task> = (0..BATCH_MAX + 3).map(|_| task()).collect();
+        let _joined: Vec<Joined<'_>> = tasks
+            .iter()
+            .map(|task| queue.join(task, &NewEvent::new(EventType::Created, "s", task)))
+            .collect();
+        let run: Vec<Uuid> = queue.take().iter().map(|queued| queued.task.id).collect();
+        let oldest: Vec<Uuid> = tasks[..BATCH_MAX].iter().map(|task| task.id).collect();
+        assert_eq!(run, oldest);
+        assert_eq!(queued(&queue), 3);
     }
 }

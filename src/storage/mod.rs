@@ -83,10 +83,11 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
 
 /// Database error codes that mean "not now" rather than "never": SQLite's busy and locked,
 /// PostgreSQL's connection exceptions (class 08, but not 08P01, a protocol violation),
-/// shutdown and start-up (57P0x).
+/// serialization failure and deadlock (40001, 40P01: the transaction was rolled back and a
+/// retry may succeed), shutdown and start-up (57P0x).
 fn is_transient(code: Option<&str>) -> bool {
     code.is_some_and(|code| {
-        matches!(code, "5" | "6" | "261" | "517")
+        matches!(code, "5" | "6" | "261" | "517" | "40001" | "40P01")
             || (code.starts_with("08") && code != "08P01")
             || code.starts_with("57P0")
     })

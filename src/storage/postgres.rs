@@ -838,11 +838,11 @@ impl Store for PostgresStore {
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
         // creates queued by then, under one lock of the event log's head row.
-        let mut outcome = self.creates.join(task, event);
+        let mut joined = self.creates.join(task, event);
         loop {
             tokio::select! {
                 biased;
-                outcome = &mut outcome => return group_commit::received(outcome),
+                outcome = joined.outcome() => return group_commit::received(outcome),
                 _turn = self.create_turn.lock() => {
                     let mut runs = PoolRuns {
                         pool: &self.pool,
@@ -1324,10 +1324,21 @@ impl CreateRuns for PoolRuns<'_> {
     /// before the head row, as in every write.
     async fn run(&mut self, creates: &[QueuedCreate]) -> Result<(), sqlx::Error> {
         let mut transaction = self.pool.begin().await?;
-        insert_new_tasks(&mut transaction, creates, self.persistent).await?;
         let events: Vec<&NewEvent> = creates.iter().map(|queued| &queued.event).collect();
-        append_events(&mut transaction, &events, self.persistent).await?;
-        transaction.commit().await
+        let written = async {
+            insert_new_tasks(&mut transaction, creates, self.persistent).await?;
+            append_events(&mut transaction, &events, self.persistent).await
+        }
+        .await;
+        match written {
+            Ok(()) => transaction.commit().await,
+            Err(error) => {
+                // At once, not when the pool next uses the connection: the retry of each
+                // create alone, on another connection, would wait for these row locks.
+                let _ = transaction.rollback().await;
+                Err(error)
+            }
+        }
     }
 
     /// SQLSTATE classes 22 (data exception), 23 (integrity constraint violation), 54
@@ -1433,6 +1444,8 @@ async fn insert_new_tasks(
     .await?
     .rows_affected();
     if written != tasks.len() as u64 {
+        // A plain INSERT writes every row or fails; this guards against a schema not ours
+        // (a rule or trigger that swallows rows), which must not pass for a success.
         return Err(sqlx::Error::RowNotFound);
     }
     let tagged = || {

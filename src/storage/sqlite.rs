@@ -780,11 +780,11 @@ impl Store for SqliteStore {
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
         // creates queued by then.
-        let mut outcome = self.creates.join(task, event);
+        let mut joined = self.creates.join(task, event);
         loop {
             tokio::select! {
                 biased;
-                outcome = &mut outcome => return group_commit::received(outcome),
+                outcome = joined.outcome() => return group_commit::received(outcome),
                 turn = self.writer.clone().lock_owned() => self.lead_run(turn, task.id).await?,
             }
         }
