@@ -40,7 +40,8 @@ enum TaskRouteErrors {
     /// The path's `user_id` is not the token's subject.
     #[response(status = 403, content_type = "application/problem+json")]
     Forbidden(Problem),
-    /// The database is unreachable.
+    /// The database is unreachable, or it rolled the write back for a concurrent one
+    /// (nothing was written; the same request may succeed).
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
