@@ -386,5 +386,27 @@ on_both_databases! {
         let events = events_of(&app, &users).await;
         assert_eq!(events.len(), 16 + CREATES + 16, "one event for each write");
         assert_contiguous(&events);
+        assert_times_follow_sequences(&app, &users).await;
+    }
+}
+
+/// Asserts that, read from the owners' feeds, an event's `time` (its commit time) never goes
+/// back as its `sequence` goes up, however long each write waited for its turn to append.
+async fn assert_times_follow_sequences(app: &TestApp, users: &[TestUser]) {
+    let mut events = Vec::new();
+    for user in users {
+        let (status, page) = app
+            .get_json(user, &format!("/api/{}/events?limit=100", user.id))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for event in page["items"].as_array().expect("items") {
+            let field = |name: &str| event[name].as_str().expect(name).to_owned();
+            events.push((field("sequence"), field("time")));
+        }
+    }
+    // Both sort as text: zero-padded sequences, RFC 3339 times in UTC with milliseconds.
+    events.sort();
+    for pair in events.windows(2) {
+        assert!(pair[0].1 <= pair[1].1, "time goes back: {pair:?}");
     }
 }

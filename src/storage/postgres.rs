@@ -1504,7 +1504,10 @@ async fn append_events(
     if events.is_empty() {
         return Ok(());
     }
-    let time = NewEvent::time_now();
+    // The time is read once the head row is ours (`clock_timestamp()`, not the statement's
+    // start), so that it is the commit's time to the millisecond and does not go back as the
+    // sequence goes up (barring a step of the server's clock), however long the wait for the
+    // head row was.
     let written = sqlx::query(
         "WITH head AS (
              UPDATE event_log_head SET sequence = sequence + cardinality($1::uuid[])
@@ -1512,9 +1515,9 @@ async fn append_events(
          )
          INSERT INTO task_events (sequence, id, user_id, type, source, subject, time, data)
          SELECT head.before + event.n, event.id, event.user_id, event.type, event.source,
-                event.subject, $6, event.data
+                event.subject, date_trunc('milliseconds', clock_timestamp()), event.data
            FROM head, unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $7::text[])
+                             $6::text[])
                       WITH ORDINALITY AS event (id, user_id, type, source, subject, data, n)",
     )
     .bind(events.iter().map(|event| event.id).collect::<Vec<_>>())
@@ -1542,7 +1545,6 @@ async fn append_events(
             .map(|event| event.subject.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(time)
     .bind(
         events
             .iter()
