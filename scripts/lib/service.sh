@@ -122,13 +122,15 @@ ensure_tools() {
 # comparison) nothing is built and BIN is that binary.
 build_release() {
     local profile=${BUILD_PROFILE:-release}
-    cd "$REPO_ROOT" || exit
     if [[ -n "${TODO_API_BIN:-}" ]]; then
-        BIN=$(realpath "$TODO_API_BIN") || die "TODO_API_BIN: $TODO_API_BIN does not exist"
+        # Resolved before moving to REPO_ROOT: a relative path is the caller's.
+        BIN=$(realpath -- "$TODO_API_BIN") || die "TODO_API_BIN: $TODO_API_BIN does not exist"
+        cd "$REPO_ROOT" || exit
         [[ -x "$BIN" ]] || die "TODO_API_BIN: $BIN is not an executable"
         log "not building: TODO_API_BIN=$BIN"
         return
     fi
+    cd "$REPO_ROOT" || exit
     log "building: cargo build --profile $profile --locked"
     cargo build --profile "$profile" --locked
     BIN="$(cargo metadata --format-version 1 --no-deps --locked | jq -r '.target_directory')/$profile/todo-api"

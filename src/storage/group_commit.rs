@@ -33,22 +33,23 @@ impl QueuedCreate {
     }
 }
 
-/// A create's outcome, as its caller waits for it.
-pub(crate) type Outcome = oneshot::Receiver<Result<(), StoreError>>;
-
 /// A create in the queue, as its caller holds it. Dropped before a run took the create (its
 /// caller gave up), it takes the create back out of the queue, so that nothing is written
 /// for a caller that was told nothing.
 pub(crate) struct Joined<'a> {
     queue: &'a CreateQueue,
     id: Uuid,
-    outcome: Outcome,
+    outcome: oneshot::Receiver<Result<(), StoreError>>,
 }
 
 impl Joined<'_> {
-    /// The create's outcome, to await.
-    pub fn outcome(&mut self) -> &mut Outcome {
-        &mut self.outcome
+    /// The create's outcome, once a run has written it (an error if the run was dropped
+    /// before it said, which `to_completion` prevents). Safe to drop and await again: the
+    /// outcome waits in its channel.
+    pub async fn outcome(&mut self) -> Result<(), StoreError> {
+        (&mut self.outcome)
+            .await
+            .unwrap_or_else(|gone| Err(StoreError::Other(gone.into())))
     }
 }
 
@@ -104,14 +105,6 @@ impl CreateQueue {
     fn queued(&self) -> MutexGuard<'_, Vec<QueuedCreate>> {
         self.queued.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The outcome a queued create received (an error if its run was dropped unsent, which
-/// `to_completion` prevents).
-pub(crate) fn received(
-    outcome: Result<Result<(), StoreError>, oneshot::error::RecvError>,
-) -> Result<(), StoreError> {
-    outcome.unwrap_or_else(|gone| Err(StoreError::Other(gone.into())))
 }
 
 /// How one database writes a run of creates.

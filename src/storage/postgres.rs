@@ -30,7 +30,7 @@ use crate::{
     },
     config::{Database, Settings, is_pgbouncer_url},
     events::record::{NewEvent, StoredEvent},
-    tasks::domain::{ListQuery, Priority, Recurrence, TagCount, Tags, Task},
+    tasks::domain::{ListQuery, Priority, Recurrence, Tag, TagCount, Tags, Task},
     text::fold,
 };
 
@@ -842,7 +842,7 @@ impl Store for PostgresStore {
         loop {
             tokio::select! {
                 biased;
-                outcome = joined.outcome() => return group_commit::received(outcome),
+                outcome = joined.outcome() => return outcome,
                 _turn = self.create_turn.lock() => {
                     let mut runs = PoolRuns {
                         pool: &self.pool,
@@ -1356,6 +1356,11 @@ impl CreateRuns for PoolRuns<'_> {
     }
 }
 
+/// One column of a run's rows, as the array that `unnest` turns back into rows.
+fn column<'a, R, V>(rows: &'a [R], value: impl Fn(&'a R) -> V) -> Vec<V> {
+    rows.iter().map(value).collect()
+}
+
 /// Inserts the tasks of `creates`, then their tags, each as one statement over arrays.
 async fn insert_new_tasks(
     transaction: &mut Transaction<'static, Postgres>,
@@ -1372,73 +1377,25 @@ async fn insert_new_tasks(
                               $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
                               $14::uuid[], $15::bool[], $16::text[], $17::text[])",
     )
-    .bind(tasks.iter().map(|task| task.id).collect::<Vec<_>>())
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.user_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.title.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.description.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(tasks.iter().map(|task| task.completed).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|task| task.created_at).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|task| task.updated_at).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|task| task.version).collect::<Vec<_>>())
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.priority.rank())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.tags.to_stored())
-            .collect::<Vec<_>>(),
-    )
-    .bind(tasks.iter().map(|task| task.due_at).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|task| task.remind_at).collect::<Vec<_>>())
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.recurrence.as_ref().map(Recurrence::to_stored))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.next_task_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.reminder_sent)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        tasks
-            .iter()
-            .map(|task| fold(&task.title))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        tasks
-            .iter()
-            .map(|task| task.description.as_deref().map(fold))
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(&tasks, |task| task.id))
+    .bind(column(&tasks, |task| task.user_id.as_str()))
+    .bind(column(&tasks, |task| task.title.as_str()))
+    .bind(column(&tasks, |task| task.description.as_deref()))
+    .bind(column(&tasks, |task| task.completed))
+    .bind(column(&tasks, |task| task.created_at))
+    .bind(column(&tasks, |task| task.updated_at))
+    .bind(column(&tasks, |task| task.version))
+    .bind(column(&tasks, |task| task.priority.rank()))
+    .bind(column(&tasks, |task| task.tags.to_stored()))
+    .bind(column(&tasks, |task| task.due_at))
+    .bind(column(&tasks, |task| task.remind_at))
+    .bind(column(&tasks, |task| {
+        task.recurrence.as_ref().map(Recurrence::to_stored)
+    }))
+    .bind(column(&tasks, |task| task.next_task_id))
+    .bind(column(&tasks, |task| task.reminder_sent))
+    .bind(column(&tasks, |task| fold(&task.title)))
+    .bind(column(&tasks, |task| task.description.as_deref().map(fold)))
     .persistent(persistent)
     .execute(&mut **transaction)
     .await?
@@ -1448,26 +1405,21 @@ async fn insert_new_tasks(
         // (a rule or trigger that swallows rows), which must not pass for a success.
         return Err(sqlx::Error::RowNotFound);
     }
-    let tagged = || {
-        tasks
-            .iter()
-            .flat_map(|task| task.tags.iter().map(move |tag| (*task, tag)))
-    };
-    if tagged().next().is_none() {
+    let tagged: Vec<(&Task, &Tag)> = tasks
+        .iter()
+        .flat_map(|task| task.tags.iter().map(move |tag| (*task, tag)))
+        .collect();
+    if tagged.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "INSERT INTO task_tags (task_id, user_id, tag_key, tag)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])",
     )
-    .bind(tagged().map(|(task, _)| task.id).collect::<Vec<_>>())
-    .bind(
-        tagged()
-            .map(|(task, _)| task.user_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(tagged().map(|(_, tag)| tag.key()).collect::<Vec<_>>())
-    .bind(tagged().map(|(_, tag)| tag.as_str()).collect::<Vec<_>>())
+    .bind(column(&tagged, |(task, _)| task.id))
+    .bind(column(&tagged, |(task, _)| task.user_id.as_str()))
+    .bind(column(&tagged, |(_, tag)| tag.key()))
+    .bind(column(&tagged, |(_, tag)| tag.as_str()))
     .persistent(persistent)
     .execute(&mut **transaction)
     .await?;
@@ -1520,37 +1472,12 @@ async fn append_events(
                              $6::text[])
                       WITH ORDINALITY AS event (id, user_id, type, source, subject, data, n)",
     )
-    .bind(events.iter().map(|event| event.id).collect::<Vec<_>>())
-    .bind(
-        events
-            .iter()
-            .map(|event| event.user_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|event| event.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|event| event.source.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|event| event.subject.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|event| event.data.to_string())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(events, |event| event.id))
+    .bind(column(events, |event| event.user_id.as_str()))
+    .bind(column(events, |event| event.event_type.as_str()))
+    .bind(column(events, |event| event.source.as_str()))
+    .bind(column(events, |event| event.subject.as_str()))
+    .bind(column(events, |event| event.data.to_string()))
     .persistent(persistent)
     .execute(&mut **transaction)
     .await?

@@ -397,8 +397,9 @@ async fn write_task_row(
 
 /// Runs of creates on the writing connection, in the turn.
 struct WriterRuns<'a> {
-    store: &'a SqliteStore,
     writer: &'a mut Writer,
+    /// The store's [`SqliteStore::rollback_owed`].
+    rollback_owed: &'a AtomicBool,
 }
 
 impl CreateRuns for WriterRuns<'_> {
@@ -416,7 +417,24 @@ impl CreateRuns for WriterRuns<'_> {
             run.push(" ");
         }
         run.push("COMMIT;");
-        self.store.run_creates(self.writer, run).await
+        let connection: &mut SqliteConnection = self.writer;
+        let rollback_owed = self.rollback_owed;
+        // Owed until the run has ended one way or the other: a run cut short (its task
+        // dropped) leaves its transaction to the next writer to roll back.
+        if rollback_owed.swap(true, Ordering::AcqRel) {
+            let _ = connection.execute("ROLLBACK").await;
+        }
+        if let Err(error) = run.build().execute(&mut *connection).await {
+            // The run stopped at the failing statement, inside the transaction it began (or
+            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected). On
+            // the own connection, should this ROLLBACK fail too, the next writer tries again.
+            if connection.execute("ROLLBACK").await.is_ok() {
+                rollback_owed.store(false, Ordering::Release);
+            }
+            return Err(error);
+        }
+        rollback_owed.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// SQLite's primary result codes (the low byte of the extended code): SQLITE_ERROR 1,
@@ -784,7 +802,7 @@ impl Store for SqliteStore {
         loop {
             tokio::select! {
                 biased;
-                outcome = joined.outcome() => return group_commit::received(outcome),
+                outcome = joined.outcome() => return outcome,
                 turn = self.writer.clone().lock_owned() => self.lead_run(turn, task.id).await?,
             }
         }
@@ -1186,34 +1204,10 @@ impl SqliteStore {
         };
         let batch = self.creates.take();
         let mut runs = WriterRuns {
-            store: self,
             writer: &mut writer,
+            rollback_owed: &self.rollback_owed,
         };
         group_commit::write_in_runs(&mut runs, batch).await;
-        Ok(())
-    }
-
-    async fn run_creates(
-        &self,
-        writer: &mut Writer,
-        mut run: sqlx::QueryBuilder<'static, Sqlite>,
-    ) -> Result<(), sqlx::Error> {
-        let connection: &mut SqliteConnection = writer;
-        // Owed until the run has ended one way or the other: a run cut short (its task
-        // dropped) leaves its transaction to the next writer to roll back.
-        if self.rollback_owed.swap(true, Ordering::AcqRel) {
-            let _ = connection.execute("ROLLBACK").await;
-        }
-        if let Err(error) = run.build().execute(&mut *connection).await {
-            // The run stopped at the failing statement, inside the transaction it began (or
-            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected). On
-            // the own connection, should this ROLLBACK fail too, the next writer tries again.
-            if connection.execute("ROLLBACK").await.is_ok() {
-                self.rollback_owed.store(false, Ordering::Release);
-            }
-            return Err(error);
-        }
-        self.rollback_owed.store(false, Ordering::Release);
         Ok(())
     }
 }
