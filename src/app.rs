@@ -233,6 +233,18 @@ fn metrics(
         "Password hashes running on the hashing pool's threads",
         move || i64::try_from(hasher.running()).unwrap_or(i64::MAX),
     );
+    let hasher = passwords.clone();
+    metrics.sample_counter(
+        "password_hashes_completed",
+        "Password hashes computed since start-up",
+        move || hasher.completed(),
+    );
+    let hasher = passwords.clone();
+    metrics.sample_counter(
+        "password_hashes_skipped",
+        "Password hashes never started because their request was gone (client hung up or timed out)",
+        move || hasher.skipped(),
+    );
     metrics.sample_counter(
         "jwks_fetch_failures",
         "Fetches of the Better Auth key set that failed",
