@@ -7,6 +7,8 @@
 --   BENCH_METHOD  HTTP method (default GET)
 --   BENCH_BODY    request body; when set, Content-Type: application/json is sent
 --   BENCH_TOKEN   bearer token; when set, Authorization: Bearer <token> is sent
+--   BENCH_PATHS   space-separated paths; when set, each thread sends them in turn (formatted
+--                 once, at load) instead of the URL's path: spreads writes over many rows
 --
 -- done() prints one machine-readable line that run.sh and login_flood.sh parse:
 --   BENCH_RESULT requests=… duration_us=… p50_us=… p99_us=… max_us=… non2xx=… connect=… read=… write=… timeout=…
@@ -24,6 +26,18 @@ end
 local token = os.getenv("BENCH_TOKEN")
 if token ~= nil and token ~= "" then
    wrk.headers["Authorization"] = "Bearer " .. token
+end
+
+local paths = os.getenv("BENCH_PATHS")
+if paths ~= nil and paths ~= "" then
+   local requests, next_index = {}, 0
+   for path in paths:gmatch("%S+") do
+      requests[#requests + 1] = wrk.format(nil, path)
+   end
+   function request()
+      next_index = next_index % #requests + 1
+      return requests[next_index]
+   end
 end
 
 function done(summary, latency, requests)

@@ -24,7 +24,8 @@ Environment (all optional):
   PG_HOST, PG_PORT, PG_USER, PG_DB
                   PostgreSQL server and the scratch database that is dropped and
                   re-created (default 127.0.0.1, 5432, postgres, todo_bench)
-  ENDPOINTS       the runs, space-separated, in order (default "list get create login")
+  ENDPOINTS       the runs, space-separated, in order (default "list get create login";
+                  "update" adds PATCHes spread over the seeded tasks)
   SERVER_ENV      extra server settings, space-separated NAME=value pairs, e.g.
                   SERVER_ENV="DATABASE_MAX_CONNECTIONS=20 PASSWORD_HASH_QUEUE=128"
   TODO_API_BIN    a todo-api binary to run instead of building this checkout (A/B runs)
@@ -64,8 +65,8 @@ BENCH_PASSWORD="bench-password-123"
 read -ra ENDPOINTS <<<"${ENDPOINTS:-list get create login}"
 for endpoint in "${ENDPOINTS[@]}"; do
     case "$endpoint" in
-        list | get | create | login) ;;
-        *) echo "error: ENDPOINTS: unknown endpoint $endpoint (list, get, create, login)" >&2; exit 2 ;;
+        list | get | create | update | login) ;;
+        *) echo "error: ENDPOINTS: unknown endpoint $endpoint (list, get, create, update, login)" >&2; exit 2 ;;
     esac
 done
 # All the load comes from one address and one account, so per-client login rate limits
@@ -115,6 +116,9 @@ seed() {
     # One task from the middle of the list, for the GET benchmark; also checks the count.
     expect_task_total "$SEED_TASKS" "?page_size=1&page=$(((SEED_TASKS + 1) / 2))"
     TASK_ID=$(jq -er '.items[0].id' <<<"$TASKS_BODY")
+    # The first 100 tasks, for the update run: PATCHes spread over them rarely meet on a row.
+    UPDATE_PATHS=$(jq -er --arg base "/api/$USER_ID/tasks/" '[.items[].id | $base + .] | join(" ")' \
+        <<<"$(expect 200 "$(api GET "/api/$USER_ID/tasks?page_size=100")")")
 
     # The login body must work before it is measured.
     TOKEN=""
@@ -136,7 +140,7 @@ fmt_ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 # output in $WORK_DIR/wrk-DB-NAME.txt.
 start_wrk() {
     local db=$1 endpoint=$2 name=$3 connections=$4 threads=$5 script=$6
-    local method=GET path body="" token="$TOKEN" timeout=$WRK_TIMEOUT
+    local method=GET path paths="" body="" token="$TOKEN" timeout=$WRK_TIMEOUT
     case "$endpoint" in
         list) path="/api/$USER_ID/tasks" ;;
         get) path="/api/$USER_ID/tasks/$TASK_ID" ;;
@@ -144,6 +148,12 @@ start_wrk() {
             method=POST
             path="/api/$USER_ID/tasks"
             body='{"title": "Benchmark task", "description": "Created by wrk"}'
+            ;;
+        update)
+            method=PATCH
+            path="/api/$USER_ID/tasks/$TASK_ID"
+            paths=$UPDATE_PATHS
+            body='{"description": "Patched by wrk"}'
             ;;
         login)
             method=POST
@@ -155,7 +165,7 @@ start_wrk() {
         *) die "unknown endpoint $endpoint" ;;
     esac
     log "$db $name: wrk -t$threads -c$connections -d$DURATION --timeout $timeout $method $path"
-    BENCH_METHOD=$method BENCH_BODY=$body BENCH_TOKEN=$token \
+    BENCH_METHOD=$method BENCH_BODY=$body BENCH_TOKEN=$token BENCH_PATHS=$paths \
         wrk -t"$threads" -c"$connections" -d"$DURATION" --timeout "$timeout" --latency \
         -s "$script" "$BASE_URL$path" >"$WORK_DIR/wrk-$db-$name.txt" 2>&1 &
     BACKGROUND_PIDS+=($!)
