@@ -1,136 +1,230 @@
-//! Group commit of creates, on both databases. Concurrent creates join a queue; whoever
-//! takes the store's turn to write creates next writes the oldest of them (up to
-//! [`BATCH_MAX`]) in one transaction, and each create learns its own outcome. What every
-//! write pays once whatever its size is then paid once per run: on SQLite the write lock
-//! and the hand-off to the connection's thread, on PostgreSQL the event log's head row,
-//! locked from the event's append to the commit, and on both the commit's flush.
+//! Group commit of task writes, on both databases. Concurrent writes of one kind (creates,
+//! or on PostgreSQL updates) join a queue; whoever takes the store's turn to write that kind
+//! next writes the oldest of them (up to [`BATCH_MAX`]) in one transaction, and each write
+//! learns its own outcome. What every write pays once whatever its size is then paid once
+//! per run: on SQLite the write lock and the hand-off to the connection's thread, on
+//! PostgreSQL the event log's head row, locked from the event's append to the commit, and on
+//! both the commit's flush.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::{
+    ops::Deref,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{StoreError, TaskUpdate};
 use crate::{events::record::NewEvent, tasks::domain::Task};
 
-/// The most creates one run writes. SQLite's run is one text per size, each cached on its
+/// The most writes one run writes. SQLite's run is one text per size, each cached on its
 /// connection, so the sizes must stay few; beyond a few dozen, a run's latency grows with
 /// no gain in throughput.
 pub(crate) const BATCH_MAX: usize = 16;
 
-/// A create waiting to be written, and where its outcome goes.
-pub(crate) struct QueuedCreate {
-    pub task: Task,
-    pub event: NewEvent,
-    written: oneshot::Sender<Result<(), StoreError>>,
+/// A write that can wait in a [`WriteQueue`].
+pub(crate) trait QueuedWrite {
+    /// What a run tells the write's caller when the run commits.
+    type Outcome;
+    /// The task the write changes: one run writes each task at most once.
+    fn task_id(&self) -> Uuid;
 }
 
-impl QueuedCreate {
-    /// Tells the create's caller how its write ended.
-    pub fn settle(self, outcome: Result<(), StoreError>) {
-        // The caller runs to completion (`to_completion`); if it is gone, nobody is owed.
-        let _ = self.written.send(outcome);
+/// A create: the new task and its `todo.task.created` event.
+pub(crate) struct Create {
+    pub task: Task,
+    pub event: NewEvent,
+}
+
+impl QueuedWrite for Create {
+    type Outcome = ();
+    fn task_id(&self) -> Uuid {
+        self.task.id
     }
 }
 
-/// A create in the queue, as its caller holds it. Dropped before a run took the create (its
-/// caller gave up), it takes the create back out of the queue, so that nothing is written
-/// for a caller that was told nothing.
-pub(crate) struct Joined<'a> {
-    queue: &'a CreateQueue,
-    id: Uuid,
-    outcome: oneshot::Receiver<Result<(), StoreError>>,
+/// An update planned from the task as its caller read it, at `expected_version`: a run
+/// writes it only if the task is still at that version (compare-and-set), and tells the
+/// caller whether it did. A caller told no reads the task again and plans anew.
+pub(crate) struct Update {
+    pub expected_version: i64,
+    /// The task's reminder flag when it was read: the one column that changes (when the
+    /// reminder is sent) without a new version.
+    pub expected_reminder_sent: bool,
+    /// The tags the task had when it was read: its tag rows are rewritten only if they change.
+    pub tags_before: crate::tasks::domain::Tags,
+    pub update: TaskUpdate,
 }
 
-impl Joined<'_> {
-    /// The create's outcome, once a run has written it (an error if the run was dropped
+impl QueuedWrite for Update {
+    /// Whether the task was still at `expected_version`, and so written.
+    type Outcome = bool;
+    fn task_id(&self) -> Uuid {
+        self.update.task.id
+    }
+}
+
+/// A write waiting to be written, and where its outcome goes.
+pub(crate) struct Queued<W: QueuedWrite> {
+    write: W,
+    ticket: u64,
+    settled: oneshot::Sender<Result<W::Outcome, StoreError>>,
+}
+
+impl<W: QueuedWrite> Queued<W> {
+    /// Tells the write's caller how its write ended.
+    pub fn settle(self, outcome: Result<W::Outcome, StoreError>) {
+        // The caller runs to completion (`to_completion`); if it is gone, nobody is owed.
+        let _ = self.settled.send(outcome);
+    }
+}
+
+impl<W: QueuedWrite> Deref for Queued<W> {
+    type Target = W;
+    fn deref(&self) -> &W {
+        &self.write
+    }
+}
+
+pub(crate) type QueuedCreate = Queued<Create>;
+pub(crate) type QueuedUpdate = Queued<Update>;
+
+/// A write in the queue, as its caller holds it. Dropped before a run took the write (its
+/// caller gave up), it takes the write back out of the queue, so that nothing is written
+/// for a caller that was told nothing.
+pub(crate) struct Joined<'a, W: QueuedWrite> {
+    queue: &'a WriteQueue<W>,
+    ticket: u64,
+    outcome: oneshot::Receiver<Result<W::Outcome, StoreError>>,
+}
+
+impl<W: QueuedWrite> Joined<'_, W> {
+    /// The write's outcome, once a run has written it (an error if the run was dropped
     /// before it said, which `to_completion` prevents). Safe to drop and await again: the
     /// outcome waits in its channel.
-    pub async fn outcome(&mut self) -> Result<(), StoreError> {
+    pub async fn outcome(&mut self) -> Result<W::Outcome, StoreError> {
         (&mut self.outcome)
             .await
             .unwrap_or_else(|gone| Err(StoreError::Other(gone.into())))
     }
-}
 
-impl Drop for Joined<'_> {
-    fn drop(&mut self) {
-        // Usually a run has taken it already, and this finds nothing.
-        self.queue.withdraw(self.id);
-    }
-}
-
-/// The creates waiting for the next run, oldest first.
-#[derive(Default)]
-pub(crate) struct CreateQueue {
-    queued: Mutex<Vec<QueuedCreate>>,
-}
-
-impl CreateQueue {
-    /// Queues the create of `task` with its `event`.
-    pub fn join(&self, task: &Task, event: &NewEvent) -> Joined<'_> {
-        let (written, outcome) = oneshot::channel();
-        self.queued().push(QueuedCreate {
-            task: task.clone(),
-            event: event.clone(),
-            written,
-        });
-        Joined {
-            queue: self,
-            id: task.id,
-            outcome,
-        }
-    }
-
-    /// The oldest queued creates, up to [`BATCH_MAX`], now out of the queue.
-    pub fn take(&self) -> Vec<QueuedCreate> {
-        let mut queue = self.queued();
-        let taken = queue.len().min(BATCH_MAX);
-        queue.drain(..taken).collect()
-    }
-
-    /// Takes the create of task `id` back out of the queue: false if a run has it already
-    /// (its outcome is then on its way).
-    pub fn withdraw(&self, id: Uuid) -> bool {
-        let mut queue = self.queued();
-        match queue.iter().position(|queued| queued.task.id == id) {
+    /// Takes the write back out of the queue: false if a run has it already (its outcome is
+    /// then on its way).
+    pub fn withdraw(&self) -> bool {
+        let mut queue = self.queue.queued();
+        match queue
+            .writes
+            .iter()
+            .position(|queued| queued.ticket == self.ticket)
+        {
             Some(at) => {
-                queue.remove(at);
+                queue.writes.remove(at);
                 true
             }
             None => false,
         }
     }
+}
 
-    fn queued(&self) -> MutexGuard<'_, Vec<QueuedCreate>> {
+impl<W: QueuedWrite> Drop for Joined<'_, W> {
+    fn drop(&mut self) {
+        // Usually a run has taken it already, and this finds nothing.
+        self.withdraw();
+    }
+}
+
+/// The writes waiting for the next run, oldest first.
+pub(crate) struct WriteQueue<W: QueuedWrite> {
+    queued: Mutex<Queue<W>>,
+}
+
+struct Queue<W: QueuedWrite> {
+    writes: Vec<Queued<W>>,
+    next_ticket: u64,
+}
+
+impl<W: QueuedWrite> Default for WriteQueue<W> {
+    fn default() -> Self {
+        Self {
+            queued: Mutex::new(Queue {
+                writes: Vec::new(),
+                next_ticket: 0,
+            }),
+        }
+    }
+}
+
+pub(crate) type CreateQueue = WriteQueue<Create>;
+pub(crate) type UpdateQueue = WriteQueue<Update>;
+
+impl<W: QueuedWrite> WriteQueue<W> {
+    /// Queues `write`.
+    pub fn join(&self, write: W) -> Joined<'_, W> {
+        let (settled, outcome) = oneshot::channel();
+        let mut queue = self.queued();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.writes.push(Queued {
+            write,
+            ticket,
+            settled,
+        });
+        Joined {
+            queue: self,
+            ticket,
+            outcome,
+        }
+    }
+
+    /// The oldest queued writes, up to [`BATCH_MAX`] and at most one per task, now out of
+    /// the queue (a later write of a task already in the run waits for the next run, which
+    /// sees the first one's result).
+    pub fn take(&self) -> Vec<Queued<W>> {
+        let mut queue = self.queued();
+        let mut run: Vec<Queued<W>> = Vec::new();
+        let mut kept = Vec::with_capacity(queue.writes.len());
+        for queued in queue.writes.drain(..) {
+            let task = queued.task_id();
+            if run.len() < BATCH_MAX && run.iter().all(|taken| taken.task_id() != task) {
+                run.push(queued);
+            } else {
+                kept.push(queued);
+            }
+        }
+        queue.writes = kept;
+        run
+    }
+
+    fn queued(&self) -> MutexGuard<'_, Queue<W>> {
         self.queued.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// How one database writes a run of creates.
-pub(crate) trait CreateRuns {
-    /// Writes every one of `creates` (task, tags, event) in one transaction, or none of them.
-    async fn run(&mut self, creates: &[QueuedCreate]) -> Result<(), sqlx::Error>;
+/// How one database writes a run of one kind of write.
+pub(crate) trait Runs<W: QueuedWrite> {
+    /// Writes every one of `batch` in one transaction, or none of them; the outcome of each,
+    /// in `batch`'s order.
+    async fn run(&mut self, batch: &[Queued<W>]) -> Result<Vec<W::Outcome>, sqlx::Error>;
 
-    /// Whether a failed run failed on one create's own data (a constraint or a trigger
+    /// Whether a failed run failed on one write's own data (a constraint or a trigger
     /// refusing it, a value out of range), so that the others may succeed without it.
-    fn concerns_one_create(error: &sqlx::Error) -> bool;
+    fn concerns_one_write(error: &sqlx::Error) -> bool;
 }
 
-/// Writes `batch` in one run and settles each create. When the run fails on one create's
+/// Writes `batch` in one run and settles each write. When the run fails on one write's
 /// data, each is written again in a run of its own, so that only that one fails; any other
 /// failure (a lock held by another process past the timeout, a full disk, a lost
 /// connection) would fail each of them alike, so all get it at once, without a retry apiece.
-pub(crate) async fn write_in_runs<R: CreateRuns>(runs: &mut R, batch: Vec<QueuedCreate>) {
+pub(crate) async fn write_in_runs<W: QueuedWrite, R: Runs<W>>(runs: &mut R, batch: Vec<Queued<W>>) {
     if batch.len() > 1 {
         match runs.run(&batch).await {
-            Ok(()) => {
-                for queued in batch {
-                    queued.settle(Ok(()));
+            Ok(outcomes) => {
+                for (queued, outcome) in batch.into_iter().zip(outcomes) {
+                    queued.settle(Ok(outcome));
                 }
                 return;
             }
-            Err(error) if !R::concerns_one_create(&error) => {
+            Err(error) if !R::concerns_one_write(&error) => {
                 for queued in batch {
                     queued.settle(Err(StoreError::each_of(&error)));
                 }
@@ -141,7 +235,12 @@ pub(crate) async fn write_in_runs<R: CreateRuns>(runs: &mut R, batch: Vec<Queued
     }
     for queued in batch {
         let outcome = runs.run(std::slice::from_ref(&queued)).await;
-        queued.settle(outcome.map_err(StoreError::from));
+        let outcome = outcome.map_err(StoreError::from).and_then(|mut outcomes| {
+            outcomes
+                .pop()
+                .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a run of one said nothing")))
+        });
+        queued.settle(outcome);
     }
 }
 
@@ -173,16 +272,36 @@ mod tests {
         }
     }
 
-    fn queued(queue: &CreateQueue) -> usize {
-        queue.queued().len()
+    fn queued<W: QueuedWrite>(queue: &WriteQueue<W>) -> usize {
+        queue.queued().writes.len()
+    }
+
+    fn create(task: &Task) -> Create {
+        Create {
+            task: task.clone(),
+            event: NewEvent::new(EventType::Created, "s", task),
+        }
+    }
+
+    fn update(task: &Task) -> Update {
+        Update {
+            expected_version: task.version,
+            expected_reminder_sent: task.reminder_sent,
+            tags_before: task.tags.clone(),
+            update: TaskUpdate {
+                task: task.clone(),
+                created: None,
+                events: Vec::new(),
+            },
+        }
     }
 
     #[test]
     fn a_create_given_up_before_a_run_took_it_leaves_the_queue() {
         let queue = CreateQueue::default();
         let (first, second) = (task(), task());
-        let kept = queue.join(&first, &NewEvent::new(EventType::Created, "s", &first));
-        let given_up = queue.join(&second, &NewEvent::new(EventType::Created, "s", &second));
+        let kept = queue.join(create(&first));
+        let given_up = queue.join(create(&second));
         drop(given_up);
         assert_eq!(queued(&queue), 1);
         let run = queue.take();
@@ -190,7 +309,7 @@ mod tests {
         assert_eq!(run[0].task.id, first.id);
         // Taken by a run, it stays the run's: dropping its caller takes nothing out.
         let third = task();
-        let _waiting = queue.join(&third, &NewEvent::new(EventType::Created, "s", &third));
+        let _waiting = queue.join(create(&third));
         drop(kept);
         assert_eq!(queued(&queue), 1);
     }
@@ -199,13 +318,32 @@ mod tests {
     fn a_run_takes_the_oldest_creates_up_to_its_size() {
         let queue = CreateQueue::default();
         let tasks: Vec<Task> = (0..BATCH_MAX + 3).map(|_| task()).collect();
-        let _joined: Vec<Joined<'_>> = tasks
-            .iter()
-            .map(|task| queue.join(task, &NewEvent::new(EventType::Created, "s", task)))
-            .collect();
+        let _joined: Vec<Joined<'_, Create>> =
+            tasks.iter().map(|task| queue.join(create(task))).collect();
         let run: Vec<Uuid> = queue.take().iter().map(|queued| queued.task.id).collect();
         let oldest: Vec<Uuid> = tasks[..BATCH_MAX].iter().map(|task| task.id).collect();
         assert_eq!(run, oldest);
         assert_eq!(queued(&queue), 3);
+    }
+
+    #[test]
+    fn a_run_writes_each_task_once_and_a_given_up_update_of_it_leaves_only_its_own_place() {
+        let queue = UpdateQueue::default();
+        let (shared, other) = (task(), task());
+        let _first = queue.join(update(&shared));
+        let given_up = queue.join(update(&shared));
+        let _third = queue.join(update(&shared));
+        let _other = queue.join(update(&other));
+        // Two updates of one task wait in the queue: dropping one leaves the other.
+        drop(given_up);
+        assert_eq!(queued(&queue), 3);
+        let run: Vec<Uuid> = queue.take().iter().map(|queued| queued.task_id()).collect();
+        assert_eq!(run, [shared.id, other.id]);
+        let next: Vec<Uuid> = queue.take().iter().map(|queued| queued.task_id()).collect();
+        assert_eq!(
+            next,
+            [shared.id],
+            "the later update of the task waits for the next run"
+        );
     }
 }

@@ -100,7 +100,7 @@ pub struct Taken {
     pub email: bool,
 }
 
-/// What an update writes, decided inside its transaction from the task as it was.
+/// What an update writes, decided from the task as it was.
 #[derive(Clone, Debug)]
 pub struct TaskUpdate {
     /// The task after the change.
@@ -111,8 +111,9 @@ pub struct TaskUpdate {
     pub events: Vec<NewEvent>,
 }
 
-/// Decides, inside an update's transaction and from the task as it was (locked), what the
-/// update writes; a [`Refusal`] writes nothing.
+/// Decides, from the task as it was, what the update writes; a [`Refusal`] writes nothing.
+/// It may be asked more than once for one update (PostgreSQL plans again when the task
+/// changed before the update was written), so it only computes.
 pub type PlanUpdate<'a> = dyn Fn(&Task) -> Result<TaskUpdate, Refusal> + Send + Sync + 'a;
 
 /// Makes, inside a transaction, the event for one task (deleted, or reminded).
@@ -207,10 +208,13 @@ pub trait Store: Send + Sync + 'static {
         query: &ListQuery,
     ) -> Result<Vec<String>, StoreError>;
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
-    /// In one transaction: locks the task, asks `plan` what to write (only at `version` when
-    /// one is given), and writes the changed task, the task it creates if any, and the
-    /// events. `None` when no such task (at that version) exists;
-    /// [`StoreError::Refused`] when `plan` refuses.
+    /// Asks `plan` what to write from the task as it is (only at `version` when one is
+    /// given), and writes the changed task, the task it creates if any, and the events, in
+    /// one transaction in which the task is still as `plan` saw it: SQLite holds its write
+    /// lock throughout; PostgreSQL writes the update in a run of several
+    /// (storage/group_commit.rs) only if the task is unchanged, and otherwise reads and plans
+    /// again. `None` when no such task (at that version) exists; [`StoreError::Refused`]
+    /// when `plan` refuses.
     async fn update_task(
         &self,
         owner: &str,

@@ -19,7 +19,9 @@ use uuid::Uuid;
 use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
-    group_commit::{self, CreateQueue, CreateRuns, QueuedCreate},
+    group_commit::{
+        self, Create, CreateQueue, QueuedCreate, QueuedUpdate, Runs, Update, UpdateQueue,
+    },
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
     order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
 };
@@ -49,6 +51,10 @@ pub struct PostgresStore {
     /// The turn to write a run of creates: one run of this process at a time, since each
     /// holds the event log's head row until it commits anyway.
     create_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Updates waiting for the next run (see [`Store::update_task`]).
+    updates: Arc<UpdateQueue>,
+    /// The turn to write a run of updates, as [`PostgresStore::create_turn`] for creates.
+    update_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The connection one store call runs on. Behind PgBouncer in transaction mode it is a
@@ -131,6 +137,8 @@ impl PostgresStore {
             persistent: !pgbouncer,
             creates: Arc::default(),
             create_turn: Arc::default(),
+            updates: Arc::default(),
+            update_turn: Arc::default(),
         })
     }
 
@@ -294,98 +302,6 @@ impl TryFrom<TaskRow> for Task {
 
 fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
     row.map(Task::try_from).transpose()
-}
-
-/// Writes `task` with every column inside `transaction`: a new task (`before` is `None`), or
-/// the change of `before` that [`crate::tasks::domain::TaskChange::apply`] made (the caller
-/// read and locked `before` by owner and id). Its tag rows follow when they changed.
-async fn write_task_row(
-    transaction: &mut Transaction<'static, Postgres>,
-    before: Option<&Task>,
-    task: &Task,
-    persistent: bool,
-) -> Result<(), sqlx::Error> {
-    // One statement for both: an insert or, on the task's id, the update of what can change
-    // (never the owner, the id or created_at).
-    let written = sqlx::query(
-        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
-                            version, priority, tags, due_at, remind_at, recurrence,
-                            next_task_id, reminder_sent, title_key, description_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-         ON CONFLICT (id) DO UPDATE SET
-             title = excluded.title, description = excluded.description,
-             completed = excluded.completed, updated_at = excluded.updated_at,
-             version = excluded.version, priority = excluded.priority, tags = excluded.tags,
-             due_at = excluded.due_at, remind_at = excluded.remind_at,
-             recurrence = excluded.recurrence, next_task_id = excluded.next_task_id,
-             reminder_sent = excluded.reminder_sent, title_key = excluded.title_key,
-             description_key = excluded.description_key
-         WHERE tasks.user_id = excluded.user_id",
-    )
-    .bind(task.id)
-    .bind(&task.user_id)
-    .bind(&task.title)
-    .bind(&task.description)
-    .bind(task.completed)
-    .bind(task.created_at)
-    .bind(task.updated_at)
-    .bind(task.version)
-    .bind(task.priority.rank())
-    .bind(task.tags.to_stored())
-    .bind(task.due_at)
-    .bind(task.remind_at)
-    .bind(task.recurrence.as_ref().map(Recurrence::to_stored))
-    .bind(task.next_task_id)
-    .bind(task.reminder_sent)
-    .bind(fold(&task.title))
-    .bind(task.description.as_deref().map(fold))
-    .persistent(persistent)
-    .execute(&mut **transaction)
-    .await?
-    .rows_affected();
-    if written != 1 {
-        // Only an id taken by another owner's task: nothing is written, and nothing claimed.
-        return Err(sqlx::Error::RowNotFound);
-    }
-    if before.map(|before| &before.tags) != Some(&task.tags) {
-        if before.is_some() {
-            sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
-                .bind(task.id)
-                .persistent(persistent)
-                .execute(&mut **transaction)
-                .await?;
-        }
-        insert_tag_rows(transaction, task, persistent).await?;
-    }
-    Ok(())
-}
-
-/// One statement for all of a task's tags.
-async fn insert_tag_rows(
-    transaction: &mut Transaction<'static, Postgres>,
-    task: &Task,
-    persistent: bool,
-) -> Result<(), sqlx::Error> {
-    if task.tags.is_empty() {
-        return Ok(());
-    }
-    let (keys, texts): (Vec<String>, Vec<String>) = task
-        .tags
-        .iter()
-        .map(|tag| (tag.key(), tag.as_str().to_owned()))
-        .unzip();
-    sqlx::query(
-        "INSERT INTO task_tags (task_id, user_id, tag_key, tag)
-         SELECT $1, $2, key, tag FROM unnest($3::text[], $4::text[]) AS t (key, tag)",
-    )
-    .bind(task.id)
-    .bind(&task.user_id)
-    .bind(keys)
-    .bind(texts)
-    .persistent(persistent)
-    .execute(&mut **transaction)
-    .await?;
-    Ok(())
 }
 
 /// A row of the listing: a task of the page (`None` for the one row of an empty page, whose
@@ -838,7 +754,10 @@ impl Store for PostgresStore {
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
         // creates queued by then, under one lock of the event log's head row.
-        let mut joined = self.creates.join(task, event);
+        let mut joined = self.creates.join(Create {
+            task: task.clone(),
+            event: event.clone(),
+        });
         loop {
             tokio::select! {
                 biased;
@@ -918,40 +837,43 @@ impl Store for PostgresStore {
         version: Option<i64>,
         plan: &PlanUpdate<'_>,
     ) -> Result<Option<Task>, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        // The row as it was, locked until commit: the plan depends on it, and no other
-        // change may slip in between.
-        let before: Option<TaskRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE"
-        ))
-        .bind(owner)
-        .bind(id)
-        .persistent(self.persistent)
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(before) = one_task(before)? else {
-            return Ok(None);
-        };
-        if version.is_some_and(|version| version != before.version) {
-            return Ok(None);
+        // Group commit (storage/group_commit.rs), optimistic: the task is read and the update
+        // planned outside any transaction, and a run writes it only if the task has not
+        // changed since (compare-and-set on its version and its reminder flag, the one
+        // column that changes without a new version). When it has, it is read and planned
+        // again: the outcome is that of updates applied one after another.
+        loop {
+            let Some(before) = self.get_task(owner, id).await? else {
+                return Ok(None);
+            };
+            if version.is_some_and(|version| version != before.version) {
+                return Ok(None);
+            }
+            let update = plan(&before).map_err(StoreError::Refused)?;
+            let task = update.task.clone();
+            let mut joined = self.updates.join(Update {
+                expected_version: before.version,
+                expected_reminder_sent: before.reminder_sent,
+                tags_before: before.tags,
+                update,
+            });
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    outcome = joined.outcome() => break outcome?,
+                    _turn = self.update_turn.lock() => {
+                        let mut runs = PoolRuns {
+                            pool: &self.pool,
+                            persistent: self.persistent,
+                        };
+                        group_commit::write_in_runs(&mut runs, self.updates.take()).await;
+                    }
+                }
+            };
+            if written {
+                return Ok(Some(task));
+            }
         }
-        let update = plan(&before).map_err(StoreError::Refused)?;
-        write_task_row(
-            &mut transaction,
-            Some(&before),
-            &update.task,
-            self.persistent,
-        )
-        .await?;
-        if let Some(created) = &update.created {
-            write_task_row(&mut transaction, None, created, self.persistent).await?;
-        }
-        let events: Vec<&NewEvent> = update.events.iter().collect();
-        append_events(&mut transaction, &events, self.persistent).await?;
-        transaction.commit().await?;
-        Ok(Some(update.task))
     }
 
     async fn delete_task(
@@ -1317,72 +1239,156 @@ struct PoolRuns<'a> {
     persistent: bool,
 }
 
-impl CreateRuns for PoolRuns<'_> {
+impl Runs<Create> for PoolRuns<'_> {
     /// Three statements whatever the run's size, each taking its rows as arrays: the tasks
     /// (a plain INSERT: a new task's id is new, and a clash is an error), their tags, their
     /// events. The tasks come first, so that the owners' `task_counts` rows are locked
     /// before the head row, as in every write.
-    async fn run(&mut self, creates: &[QueuedCreate]) -> Result<(), sqlx::Error> {
+    async fn run(&mut self, creates: &[QueuedCreate]) -> Result<Vec<()>, sqlx::Error> {
         let mut transaction = self.pool.begin().await?;
+        let tasks: Vec<&Task> = creates.iter().map(|queued| &queued.task).collect();
         let events: Vec<&NewEvent> = creates.iter().map(|queued| &queued.event).collect();
         let written = async {
-            insert_new_tasks(&mut transaction, creates, self.persistent).await?;
+            insert_new_tasks(&mut transaction, &tasks, self.persistent).await?;
             append_events(&mut transaction, &events, self.persistent).await
         }
         .await;
-        match written {
-            Ok(()) => transaction.commit().await,
-            Err(error) => {
-                // At once, not when the pool next uses the connection: the retry of each
-                // create alone, on another connection, would wait for these row locks.
-                let _ = transaction.rollback().await;
-                Err(error)
+        commit_or_roll_back(transaction, written.map(|()| vec![(); creates.len()])).await
+    }
+
+    fn concerns_one_write(error: &sqlx::Error) -> bool {
+        concerns_one_write(error)
+    }
+}
+
+impl Runs<Update> for PoolRuns<'_> {
+    /// Three to five statements whatever the run's size, each taking its rows as arrays:
+    /// the tasks still at the version their update was planned from, locked in id order
+    /// (two instances' runs cannot deadlock on them) and rewritten; the tag rows of those
+    /// whose tags changed; the occurrences that completions create; the events, in the
+    /// run's order. An update whose task changed meanwhile writes nothing, and its caller
+    /// plans it again.
+    async fn run(&mut self, updates: &[QueuedUpdate]) -> Result<Vec<bool>, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        let written = async {
+            let changed = compare_and_set_tasks(&mut transaction, updates, self.persistent).await?;
+            let written: Vec<bool> = updates
+                .iter()
+                .map(|queued| changed.contains(&queued.update.task.id))
+                .collect();
+            let applied: Vec<&QueuedUpdate> = updates
+                .iter()
+                .zip(&written)
+                .filter_map(|(queued, written)| written.then_some(queued))
+                .collect();
+            let retagged: Vec<&Task> = applied
+                .iter()
+                .filter(|queued| queued.tags_before != queued.update.task.tags)
+                .map(|queued| &queued.update.task)
+                .collect();
+            if !retagged.is_empty() {
+                sqlx::query("DELETE FROM task_tags WHERE task_id = ANY($1)")
+                    .bind(column(&retagged, |task| task.id))
+                    .persistent(self.persistent)
+                    .execute(&mut *transaction)
+                    .await?;
+                insert_tags_of(&mut transaction, &retagged, self.persistent).await?;
             }
+            let created: Vec<&Task> = applied
+                .iter()
+                .filter_map(|queued| queued.update.created.as_ref())
+                .collect();
+            if !created.is_empty() {
+                insert_new_tasks(&mut transaction, &created, self.persistent).await?;
+            }
+            let events: Vec<&NewEvent> = applied
+                .iter()
+                .flat_map(|queued| &queued.update.events)
+                .collect();
+            append_events(&mut transaction, &events, self.persistent).await?;
+            Ok(written)
+        }
+        .await;
+        commit_or_roll_back(transaction, written).await
+    }
+
+    fn concerns_one_write(error: &sqlx::Error) -> bool {
+        concerns_one_write(error)
+    }
+}
+
+/// Commits a run that `written`, or rolls it back at once, not when the pool next uses the
+/// connection: the retry of each write alone, on another connection, would wait for its
+/// row locks.
+async fn commit_or_roll_back<T>(
+    transaction: Transaction<'static, Postgres>,
+    written: Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    match written {
+        Ok(outcome) => {
+            transaction.commit().await?;
+            Ok(outcome)
+        }
+        Err(error) => {
+            let _ = transaction.rollback().await;
+            Err(error)
         }
     }
-
-    /// SQLSTATE classes 22 (data exception), 23 (integrity constraint violation), 54
-    /// (program limit exceeded, such as an index row too large) and P0 (raised by a
-    /// PL/pgSQL trigger): PostgreSQL's Appendix A.
-    fn concerns_one_create(error: &sqlx::Error) -> bool {
-        let sqlx::Error::Database(database) = error else {
-            return false;
-        };
-        database.code().is_some_and(|code| {
-            ["22", "23", "54", "P0"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        })
-    }
 }
 
-/// One column of a run's rows, as the array that `unnest` turns back into rows.
-fn column<'a, R, V>(rows: &'a [R], value: impl Fn(&'a R) -> V) -> Vec<V> {
-    rows.iter().map(value).collect()
+/// Whether a failed run failed on one write's own data: SQLSTATE classes 22 (data
+/// exception), 23 (integrity constraint violation), 54 (program limit exceeded, such as an
+/// index row too large) and P0 (raised by a PL/pgSQL trigger), PostgreSQL's Appendix A.
+fn concerns_one_write(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(database) = error else {
+        return false;
+    };
+    database.code().is_some_and(|code| {
+        ["22", "23", "54", "P0"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    })
 }
 
-/// Inserts the tasks of `creates`, then their tags, each as one statement over arrays.
-async fn insert_new_tasks(
+/// Rewrites each task of `updates` that is still at its expected version and reminder flag,
+/// in one statement; the ids of those rewritten. The rows are locked in id order first.
+async fn compare_and_set_tasks(
     transaction: &mut Transaction<'static, Postgres>,
-    creates: &[QueuedCreate],
+    updates: &[QueuedUpdate],
     persistent: bool,
-) -> Result<(), sqlx::Error> {
-    let tasks: Vec<&Task> = creates.iter().map(|queued| &queued.task).collect();
-    let written = sqlx::query(
-        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
-                            version, priority, tags, due_at, remind_at, recurrence,
-                            next_task_id, reminder_sent, title_key, description_key)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[],
-                              $6::timestamptz[], $7::timestamptz[], $8::int8[], $9::int2[],
-                              $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
-                              $14::uuid[], $15::bool[], $16::text[], $17::text[])",
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let tasks: Vec<&Task> = updates.iter().map(|queued| &queued.update.task).collect();
+    sqlx::query_scalar(
+        "WITH locked AS MATERIALIZED (
+             SELECT id FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE
+         )
+         UPDATE tasks AS t
+            SET title = u.title, description = u.description, completed = u.completed,
+                updated_at = u.updated_at, version = u.version, priority = u.priority,
+                tags = u.tags, due_at = u.due_at, remind_at = u.remind_at,
+                recurrence = u.recurrence, next_task_id = u.next_task_id,
+                reminder_sent = u.reminder_sent, title_key = u.title_key,
+                description_key = u.description_key
+           FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::bool[], $5::text[], $6::text[],
+                       $7::bool[], $8::timestamptz[], $9::int8[], $10::int2[], $11::text[],
+                       $12::timestamptz[], $13::timestamptz[], $14::text[], $15::uuid[],
+                       $16::bool[], $17::text[], $18::text[])
+                AS u (id, user_id, expected_version, expected_reminder_sent, title,
+                      description, completed, updated_at, version, priority, tags, due_at,
+                      remind_at, recurrence, next_task_id, reminder_sent, title_key,
+                      description_key)
+          WHERE t.id = u.id AND t.user_id = u.user_id AND t.version = u.expected_version
+            AND t.reminder_sent = u.expected_reminder_sent
+            AND t.id IN (SELECT id FROM locked)
+         RETURNING t.id",
     )
     .bind(column(&tasks, |task| task.id))
     .bind(column(&tasks, |task| task.user_id.as_str()))
+    .bind(column(updates, |queued| queued.expected_version))
+    .bind(column(updates, |queued| queued.expected_reminder_sent))
     .bind(column(&tasks, |task| task.title.as_str()))
     .bind(column(&tasks, |task| task.description.as_deref()))
     .bind(column(&tasks, |task| task.completed))
-    .bind(column(&tasks, |task| task.created_at))
     .bind(column(&tasks, |task| task.updated_at))
     .bind(column(&tasks, |task| task.version))
     .bind(column(&tasks, |task| task.priority.rank()))
@@ -1397,6 +1403,50 @@ async fn insert_new_tasks(
     .bind(column(&tasks, |task| fold(&task.title)))
     .bind(column(&tasks, |task| task.description.as_deref().map(fold)))
     .persistent(persistent)
+    .fetch_all(&mut **transaction)
+    .await
+}
+
+/// One column of a run's rows, as the array that `unnest` turns back into rows.
+fn column<'a, R, V>(rows: &'a [R], value: impl Fn(&'a R) -> V) -> Vec<V> {
+    rows.iter().map(value).collect()
+}
+
+/// Inserts `tasks`, then their tags, each as one statement over arrays.
+async fn insert_new_tasks(
+    transaction: &mut Transaction<'static, Postgres>,
+    tasks: &[&Task],
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
+    let written = sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at,
+                            version, priority, tags, due_at, remind_at, recurrence,
+                            next_task_id, reminder_sent, title_key, description_key)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[],
+                              $6::timestamptz[], $7::timestamptz[], $8::int8[], $9::int2[],
+                              $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],
+                              $14::uuid[], $15::bool[], $16::text[], $17::text[])",
+    )
+    .bind(column(tasks, |task| task.id))
+    .bind(column(tasks, |task| task.user_id.as_str()))
+    .bind(column(tasks, |task| task.title.as_str()))
+    .bind(column(tasks, |task| task.description.as_deref()))
+    .bind(column(tasks, |task| task.completed))
+    .bind(column(tasks, |task| task.created_at))
+    .bind(column(tasks, |task| task.updated_at))
+    .bind(column(tasks, |task| task.version))
+    .bind(column(tasks, |task| task.priority.rank()))
+    .bind(column(tasks, |task| task.tags.to_stored()))
+    .bind(column(tasks, |task| task.due_at))
+    .bind(column(tasks, |task| task.remind_at))
+    .bind(column(tasks, |task| {
+        task.recurrence.as_ref().map(Recurrence::to_stored)
+    }))
+    .bind(column(tasks, |task| task.next_task_id))
+    .bind(column(tasks, |task| task.reminder_sent))
+    .bind(column(tasks, |task| fold(&task.title)))
+    .bind(column(tasks, |task| task.description.as_deref().map(fold)))
+    .persistent(persistent)
     .execute(&mut **transaction)
     .await?
     .rows_affected();
@@ -1405,6 +1455,15 @@ async fn insert_new_tasks(
         // (a rule or trigger that swallows rows), which must not pass for a success.
         return Err(sqlx::Error::RowNotFound);
     }
+    insert_tags_of(transaction, tasks, persistent).await
+}
+
+/// Inserts the tag rows of `tasks` in one statement over arrays.
+async fn insert_tags_of(
+    transaction: &mut Transaction<'static, Postgres>,
+    tasks: &[&Task],
+    persistent: bool,
+) -> Result<(), sqlx::Error> {
     let tagged: Vec<(&Task, &Tag)> = tasks
         .iter()
         .flat_map(|task| task.tags.iter().map(move |tag| (*task, tag)))

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
-    group_commit::{self, CreateQueue, CreateRuns, QueuedCreate},
+    group_commit::{self, Create, CreateQueue, Joined, QueuedCreate, Runs},
     limits::{AttemptLimits, MemoryLimits},
     order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
 };
@@ -402,12 +402,12 @@ struct WriterRuns<'a> {
     rollback_owed: &'a AtomicBool,
 }
 
-impl CreateRuns for WriterRuns<'_> {
+impl Runs<Create> for WriterRuns<'_> {
     /// One multi-statement execution, a single hand-off to the connection's thread:
     /// `BEGIN IMMEDIATE`, for each create a plain INSERT of the task (a new task's id is
     /// new, and a clash is an error, which stops the run before COMMIT), its tags and its
     /// event, then `COMMIT`.
-    async fn run(&mut self, creates: &[QueuedCreate]) -> Result<(), sqlx::Error> {
+    async fn run(&mut self, creates: &[QueuedCreate]) -> Result<Vec<()>, sqlx::Error> {
         let mut run = sqlx::QueryBuilder::new("BEGIN IMMEDIATE; ");
         for queued in creates {
             push_task_insert(&mut run, &queued.task);
@@ -434,12 +434,12 @@ impl CreateRuns for WriterRuns<'_> {
             return Err(error);
         }
         rollback_owed.store(false, Ordering::Release);
-        Ok(())
+        Ok(vec![(); creates.len()])
     }
 
     /// SQLite's primary result codes (the low byte of the extended code): SQLITE_ERROR 1,
     /// SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19, SQLITE_MISMATCH 20, SQLITE_RANGE 25.
-    fn concerns_one_create(error: &sqlx::Error) -> bool {
+    fn concerns_one_write(error: &sqlx::Error) -> bool {
         let sqlx::Error::Database(database) = error else {
             return false;
         };
@@ -798,12 +798,15 @@ impl Store for SqliteStore {
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
         // creates queued by then.
-        let mut joined = self.creates.join(task, event);
+        let mut joined = self.creates.join(Create {
+            task: task.clone(),
+            event: event.clone(),
+        });
         loop {
             tokio::select! {
                 biased;
                 outcome = joined.outcome() => return outcome,
-                turn = self.writer.clone().lock_owned() => self.lead_run(turn, task.id).await?,
+                turn = self.writer.clone().lock_owned() => self.lead_run(turn, &joined).await?,
             }
         }
     }
@@ -1194,12 +1197,12 @@ impl SqliteStore {
     }
 
     /// In the turn, writes the oldest queued creates in one run. When the writer cannot be
-    /// had, the create `id` is withdrawn with that error, unless a run has taken it already
-    /// (its outcome is then on its way).
-    async fn lead_run(&self, turn: Turn, id: Uuid) -> Result<(), StoreError> {
+    /// had, the `joined` create is withdrawn with that error, unless a run has taken it
+    /// already (its outcome is then on its way).
+    async fn lead_run(&self, turn: Turn, joined: &Joined<'_, Create>) -> Result<(), StoreError> {
         let mut writer = match self.writer_in_turn(turn).await {
             Ok(writer) => writer,
-            Err(error) if self.creates.withdraw(id) => return Err(error.into()),
+            Err(error) if joined.withdraw() => return Err(error.into()),
             Err(_) => return Ok(()),
         };
         let batch = self.creates.take();
