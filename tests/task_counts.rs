@@ -5,7 +5,8 @@
 //! account's deletion) leaves the two in agreement, and with the tasks that are really there.
 //! So do creates of several owners written together (group commit: one transaction for the
 //! creates waiting for the writer), alone or among other writes to the same owners, and each
-//! of them gets exactly one event, numbered without a gap.
+//! of them gets exactly one event, numbered without a gap; and so do updates written
+//! together, which apply as if one after another, a reminder sent meanwhile included.
 
 mod common;
 
@@ -423,9 +424,9 @@ fn version_of(response: &reqwest::Response) -> i64 {
 on_both_databases! {
     /// Updates arriving together while the writer is held: twelve PATCHes of one task, and
     /// for each of four owners a change of a task's tags and the completion of a recurring
-    /// task (which creates its next occurrence). On PostgreSQL they go in runs, each writing a
-    /// task at most once and only if it is still as its update read it; an update whose task
-    /// changed meanwhile reads it again. Either way the outcome is that of the updates applied
+    /// task (which creates its next occurrence). They go in runs, each writing a task at most
+    /// once and only if it is still as its update read it; an update whose task changed
+    /// meanwhile reads it again. Either way the outcome is that of the updates applied
     /// one after another: the twelve each saw their own version, none was lost, their events
     /// follow the same order, and every count, tag row and event is true.
     async fn concurrent_updates_apply_one_after_another_and_lose_nothing(app: TestApp) {
@@ -545,9 +546,9 @@ async fn reminder_sent(app: &TestApp, task: &str) -> bool {
 on_both_databases! {
     /// A reminder is sent (its flag set, the task's version unchanged) while a PATCH of the
     /// same task waits to be written: the PATCH, which changes only the title, leaves the flag
-    /// set. On PostgreSQL the PATCH read the task before the flag was set; its write then
-    /// finds the task changed, and it reads and plans again, rather than writing the flag
-    /// back to what it read (which would send the reminder a second time).
+    /// set. The PATCH read the task before the flag was set; its write then finds the task
+    /// changed, and it reads and plans again, rather than writing the flag back to what it
+    /// read (which would send the reminder a second time).
     async fn a_reminder_sent_while_an_update_waits_is_not_undone(app: TestApp) {
         let alice = app.signup("alice").await;
         let task = app

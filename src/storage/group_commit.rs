@@ -1,5 +1,5 @@
 //! Group commit of task writes, on both databases. Concurrent writes of one kind (creates,
-//! or on PostgreSQL updates) join a queue; whoever takes the store's turn to write that kind
+//! or updates) join a queue; whoever takes the store's turn to write that kind
 //! next writes the oldest of them (up to [`BATCH_MAX`]) in one transaction, and each write
 //! learns its own outcome. What every write pays once whatever its size is then paid once
 //! per run: on SQLite the write lock and the hand-off to the connection's thread, on

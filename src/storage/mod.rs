@@ -112,8 +112,8 @@ pub struct TaskUpdate {
 }
 
 /// Decides, from the task as it was, what the update writes; a [`Refusal`] writes nothing.
-/// It may be asked more than once for one update (PostgreSQL plans again when the task
-/// changed before the update was written), so it only computes.
+/// It may be asked more than once for one update (the task is planned again when it changed
+/// before the update was written), so it only computes.
 pub type PlanUpdate<'a> = dyn Fn(&Task) -> Result<TaskUpdate, Refusal> + Send + Sync + 'a;
 
 /// Makes, inside a transaction, the event for one task (deleted, or reminded).
@@ -210,11 +210,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_task(&self, owner: &str, id: Uuid) -> Result<Option<Task>, StoreError>;
     /// Asks `plan` what to write from the task as it is (only at `version` when one is
     /// given), and writes the changed task, the task it creates if any, and the events, in
-    /// one transaction in which the task is still as `plan` saw it: SQLite holds its write
-    /// lock throughout; PostgreSQL writes the update in a run of several
-    /// (storage/group_commit.rs) only if the task is unchanged, and otherwise reads and plans
-    /// again. `None` when no such task (at that version) exists; [`StoreError::Refused`]
-    /// when `plan` refuses.
+    /// one transaction in which the task is still as `plan` saw it: the update goes in a run
+    /// of several (storage/group_commit.rs) that writes it only if the task is unchanged,
+    /// and otherwise the task is read and planned again. `None` when no such task (at that
+    /// version) exists; [`StoreError::Refused`] when `plan` refuses.
     async fn update_task(
         &self,
         owner: &str,

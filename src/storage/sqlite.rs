@@ -25,7 +25,10 @@ use uuid::Uuid;
 use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
-    group_commit::{self, Create, CreateQueue, Joined, QueuedCreate, Runs},
+    group_commit::{
+        self, Create, CreateQueue, Joined, QueuedCreate, QueuedUpdate, QueuedWrite, Runs, Update,
+        UpdateQueue, WriteQueue,
+    },
     limits::{AttemptLimits, MemoryLimits},
     order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
 };
@@ -54,6 +57,8 @@ pub struct SqliteStore {
     options: SqliteConnectOptions,
     /// Creates waiting for the next run (see [`Store::insert_task`]).
     creates: CreateQueue,
+    /// Updates waiting for the next run (see [`Store::update_task`]).
+    updates: UpdateQueue,
 }
 
 type Turn = tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>;
@@ -208,6 +213,7 @@ impl SqliteStore {
             rollback_owed: Arc::default(),
             options,
             creates: CreateQueue::default(),
+            updates: UpdateQueue::default(),
         })
     }
 
@@ -347,54 +353,6 @@ fn millis(time: Option<DateTime<Utc>>) -> Option<i64> {
     time.map(|time| time.timestamp_millis())
 }
 
-/// Writes `task` with every column inside `transaction`: a new task (`before` is `None`), or
-/// the change of `before` that [`crate::tasks::domain::TaskChange::apply`] made (the caller
-/// read and locked `before` by owner and id). Its tag rows follow when they changed.
-async fn write_task_row(
-    transaction: &mut SqliteConnection,
-    before: Option<&Task>,
-    task: &Task,
-) -> Result<(), sqlx::Error> {
-    // One statement for both: an insert or, on the task's id, the update of what can change
-    // (never the owner, the id or created_at).
-    let mut statement = sqlx::QueryBuilder::new("");
-    push_task_insert(&mut statement, task);
-    statement.push(
-        " ON CONFLICT (id) DO UPDATE SET
-             title = excluded.title, description = excluded.description,
-             completed = excluded.completed, updated_at = excluded.updated_at,
-             version = excluded.version, priority = excluded.priority, tags = excluded.tags,
-             due_at = excluded.due_at, remind_at = excluded.remind_at,
-             recurrence = excluded.recurrence, next_task_id = excluded.next_task_id,
-             reminder_sent = excluded.reminder_sent, title_key = excluded.title_key,
-             description_key = excluded.description_key
-         WHERE tasks.user_id = excluded.user_id",
-    );
-    let written = statement
-        .build()
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-    if written != 1 {
-        // Only an id taken by another owner's task: nothing is written, and nothing claimed.
-        return Err(sqlx::Error::RowNotFound);
-    }
-    if before.map(|before| &before.tags) != Some(&task.tags) {
-        if before.is_some() {
-            sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
-                .bind(task.id.to_string())
-                .execute(&mut *transaction)
-                .await?;
-        }
-        if !task.tags.is_empty() {
-            let mut statement = sqlx::QueryBuilder::new("");
-            push_tag_inserts(&mut statement, task);
-            statement.build().execute(&mut *transaction).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Runs of creates on the writing connection, in the turn.
 struct WriterRuns<'a> {
     writer: &'a mut Writer,
@@ -417,37 +375,159 @@ impl Runs<Create> for WriterRuns<'_> {
             run.push(" ");
         }
         run.push("COMMIT;");
-        let connection: &mut SqliteConnection = self.writer;
-        let rollback_owed = self.rollback_owed;
-        // Owed until the run has ended one way or the other: a run cut short (its task
-        // dropped) leaves its transaction to the next writer to roll back.
-        if rollback_owed.swap(true, Ordering::AcqRel) {
-            let _ = connection.execute("ROLLBACK").await;
-        }
-        if let Err(error) = run.build().execute(&mut *connection).await {
-            // The run stopped at the failing statement, inside the transaction it began (or
-            // at BEGIN, with none to roll back: that ROLLBACK's own error is expected). On
-            // the own connection, should this ROLLBACK fail too, the next writer tries again.
-            if connection.execute("ROLLBACK").await.is_ok() {
-                rollback_owed.store(false, Ordering::Release);
-            }
-            return Err(error);
-        }
-        rollback_owed.store(false, Ordering::Release);
-        Ok(vec![(); creates.len()])
+        let connection = self.start().await;
+        let written = run.build().execute(&mut *connection).await;
+        self.end(written.map(|_| vec![(); creates.len()])).await
     }
 
-    /// SQLite's primary result codes (the low byte of the extended code): SQLITE_ERROR 1,
-    /// SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19, SQLITE_MISMATCH 20, SQLITE_RANGE 25.
     fn concerns_one_write(error: &sqlx::Error) -> bool {
-        let sqlx::Error::Database(database) = error else {
-            return false;
-        };
-        database
-            .code()
-            .and_then(|code| code.parse::<u32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 1 | 18 | 19 | 20 | 25))
+        concerns_one_write(error)
     }
+}
+
+impl Runs<Update> for WriterRuns<'_> {
+    /// Two hand-offs to the connection's thread whatever the run's size: `BEGIN IMMEDIATE`
+    /// and, for each update, the rewrite of its task if it is still at the version and
+    /// reminder flag its update was planned from (`RETURNING` the id of those rewritten);
+    /// then, for those, their tag rows if their tags changed, the occurrences completions
+    /// create, their events, and `COMMIT`.
+    async fn run(&mut self, updates: &[QueuedUpdate]) -> Result<Vec<bool>, sqlx::Error> {
+        let mut compare_and_set = sqlx::QueryBuilder::new("BEGIN IMMEDIATE; ");
+        for queued in updates {
+            push_compare_and_set(&mut compare_and_set, queued);
+        }
+        let connection = self.start().await;
+        let written = async {
+            let changed: Vec<String> = compare_and_set
+                .build_query_scalar()
+                .fetch_all(&mut *connection)
+                .await?;
+            let written: Vec<bool> = updates
+                .iter()
+                .map(|queued| changed.contains(&queued.update.task.id.to_string()))
+                .collect();
+            let mut rest = sqlx::QueryBuilder::new("");
+            for (queued, _) in updates
+                .iter()
+                .zip(&written)
+                .filter(|(_, written)| **written)
+            {
+                let task = &queued.update.task;
+                if queued.tags_before != task.tags {
+                    rest.push("DELETE FROM task_tags WHERE task_id = ")
+                        .push_bind(task.id.to_string())
+                        .push("; ");
+                    push_tag_inserts(&mut rest, task);
+                }
+                if let Some(created) = &queued.update.created {
+                    push_task_insert(&mut rest, created);
+                    rest.push("; ");
+                    push_tag_inserts(&mut rest, created);
+                }
+                for event in &queued.update.events {
+                    push_event_append(&mut rest, event);
+                }
+            }
+            rest.push("COMMIT;");
+            // Its text depends on what each update writes: not worth a place in the cache.
+            rest.build()
+                .persistent(false)
+                .execute(&mut *connection)
+                .await?;
+            Ok(written)
+        }
+        .await;
+        self.end(written).await
+    }
+
+    fn concerns_one_write(error: &sqlx::Error) -> bool {
+        concerns_one_write(error)
+    }
+}
+
+impl WriterRuns<'_> {
+    /// The writing connection for a run, any transaction a run cut short left open rolled
+    /// back first. A rollback stays owed until [`WriterRuns::end`]: a run cut short (its task
+    /// dropped) leaves its transaction to the next writer to roll back.
+    async fn start(&mut self) -> &mut SqliteConnection {
+        let connection: &mut SqliteConnection = self.writer;
+        if self.rollback_owed.swap(true, Ordering::AcqRel) {
+            let _ = connection.execute("ROLLBACK").await;
+        }
+        connection
+    }
+
+    /// Ends a run that `written` (committed) or failed. A failed run stopped at the failing
+    /// statement, inside the transaction it began (or at BEGIN, with none to roll back: that
+    /// ROLLBACK's own error is expected). Should this ROLLBACK fail too, the next writer
+    /// tries again.
+    async fn end<T>(&mut self, written: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        let connection: &mut SqliteConnection = self.writer;
+        if written.is_ok() || connection.execute("ROLLBACK").await.is_ok() {
+            self.rollback_owed.store(false, Ordering::Release);
+        }
+        written
+    }
+}
+
+/// `UPDATE tasks … RETURNING id` of every column an update changes, ending in `;`: only
+/// while the task is still at the version and reminder flag its update was planned from.
+fn push_compare_and_set(
+    statement: &mut sqlx::QueryBuilder<'static, Sqlite>,
+    queued: &QueuedUpdate,
+) {
+    let task = &queued.update.task;
+    statement.push("UPDATE tasks SET title = ");
+    statement
+        .push_bind(task.title.clone())
+        .push(", description = ")
+        .push_bind(task.description.clone())
+        .push(", completed = ")
+        .push_bind(task.completed)
+        .push(", updated_at = ")
+        .push_bind(task.updated_at.timestamp_millis())
+        .push(", version = ")
+        .push_bind(task.version)
+        .push(", priority = ")
+        .push_bind(task.priority.rank())
+        .push(", tags = ")
+        .push_bind(task.tags.to_stored())
+        .push(", due_at = ")
+        .push_bind(millis(task.due_at))
+        .push(", remind_at = ")
+        .push_bind(millis(task.remind_at))
+        .push(", recurrence = ")
+        .push_bind(task.recurrence.as_ref().map(Recurrence::to_stored))
+        .push(", next_task_id = ")
+        .push_bind(task.next_task_id.map(|id| id.to_string()))
+        .push(", reminder_sent = ")
+        .push_bind(task.reminder_sent)
+        .push(", title_key = ")
+        .push_bind(fold(&task.title))
+        .push(", description_key = ")
+        .push_bind(task.description.as_deref().map(fold))
+        .push(" WHERE id = ")
+        .push_bind(task.id.to_string())
+        .push(" AND user_id = ")
+        .push_bind(task.user_id.clone())
+        .push(" AND version = ")
+        .push_bind(queued.expected_version)
+        .push(" AND reminder_sent = ")
+        .push_bind(queued.expected_reminder_sent)
+        .push(" RETURNING id; ");
+}
+
+/// Whether a failed run failed on one write's own data: SQLite's primary result codes (the
+/// low byte of the extended code) SQLITE_ERROR 1, SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19,
+/// SQLITE_MISMATCH 20, SQLITE_RANGE 25.
+fn concerns_one_write(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(database) = error else {
+        return false;
+    };
+    database
+        .code()
+        .and_then(|code| code.parse::<u32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 1 | 18 | 19 | 20 | 25))
 }
 
 /// `INSERT INTO tasks (…) VALUES (…)` of every column of `task`.
@@ -806,7 +886,9 @@ impl Store for SqliteStore {
             tokio::select! {
                 biased;
                 outcome = joined.outcome() => return outcome,
-                turn = self.writer.clone().lock_owned() => self.lead_run(turn, &joined).await?,
+                turn = self.writer.clone().lock_owned() => {
+                    self.lead_run(turn, &self.creates, &joined).await?;
+                }
             }
         }
     }
@@ -860,34 +942,39 @@ impl Store for SqliteStore {
         version: Option<i64>,
         plan: &PlanUpdate<'_>,
     ) -> Result<Option<Task>, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        // The row as it was: the plan depends on it. The write lock taken by BEGIN IMMEDIATE
-        // keeps it current until commit.
-        let before: Option<TaskRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE user_id = $1 AND id = $2"
-        ))
-        .bind(owner)
-        .bind(id.to_string())
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(before) = one_task(before)? else {
-            return Ok(None);
-        };
-        if version.is_some_and(|version| version != before.version) {
-            return Ok(None);
+        // Group commit (storage/group_commit.rs), optimistic: the task is read and the update
+        // planned on a reading connection, outside the writer's turn; a run writes it only if
+        // the task has not changed since (compare-and-set on its version and its reminder
+        // flag, the one column that changes without a new version). When it has, it is read
+        // and planned again: the outcome is that of updates applied one after another.
+        loop {
+            let Some(before) = self.get_task(owner, id).await? else {
+                return Ok(None);
+            };
+            if version.is_some_and(|version| version != before.version) {
+                return Ok(None);
+            }
+            let update = plan(&before).map_err(StoreError::Refused)?;
+            let task = update.task.clone();
+            let mut joined = self.updates.join(Update {
+                expected_version: before.version,
+                expected_reminder_sent: before.reminder_sent,
+                tags_before: before.tags,
+                update,
+            });
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    outcome = joined.outcome() => break outcome?,
+                    turn = self.writer.clone().lock_owned() => {
+                        self.lead_run(turn, &self.updates, &joined).await?;
+                    }
+                }
+            };
+            if written {
+                return Ok(Some(task));
+            }
         }
-        let update = plan(&before).map_err(StoreError::Refused)?;
-        write_task_row(&mut transaction, Some(&before), &update.task).await?;
-        if let Some(created) = &update.created {
-            write_task_row(&mut transaction, None, created).await?;
-        }
-        for event in &update.events {
-            append_event(&mut transaction, event).await?;
-        }
-        transaction.commit().await?;
-        Ok(Some(update.task))
     }
 
     async fn delete_task(
@@ -1196,16 +1283,25 @@ impl SqliteStore {
         })
     }
 
-    /// In the turn, writes the oldest queued creates in one run. When the writer cannot be
-    /// had, the `joined` create is withdrawn with that error, unless a run has taken it
+    /// In the turn, writes the oldest writes of `queue` in one run. When the writer cannot be
+    /// had, the `joined` write is withdrawn with that error, unless a run has taken it
     /// already (its outcome is then on its way).
-    async fn lead_run(&self, turn: Turn, joined: &Joined<'_, Create>) -> Result<(), StoreError> {
+    async fn lead_run<W>(
+        &self,
+        turn: Turn,
+        queue: &WriteQueue<W>,
+        joined: &Joined<'_, W>,
+    ) -> Result<(), StoreError>
+    where
+        W: QueuedWrite,
+        for<'w> WriterRuns<'w>: Runs<W>,
+    {
         let mut writer = match self.writer_in_turn(turn).await {
             Ok(writer) => writer,
             Err(error) if joined.withdraw() => return Err(error.into()),
             Err(_) => return Ok(()),
         };
-        let batch = self.creates.take();
+        let batch = queue.take();
         let mut runs = WriterRuns {
             writer: &mut writer,
             rollback_owed: &self.rollback_owed,
