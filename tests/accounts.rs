@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
@@ -447,4 +448,103 @@ on_both_backends! {
         // The limit is the login's: logging in now is refused too.
         expect_problem(login(&app, "alice", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS).await;
     }
+}
+
+/// A row of `tasks` locked by a transaction of its own, until it is rolled back.
+async fn hold_row(app: &TestApp, id: &str) -> sqlx::PgConnection {
+    let mut holder = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1::uuid FOR UPDATE")
+        .bind(id)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+fn id(task: &Value) -> String {
+    task["id"].as_str().unwrap().to_owned()
+}
+
+/// A run of updates locks its tasks in id order; an account's deletion must lock the owner's
+/// tasks in the same order, or the two deadlock. Here a run of three updates (alice's X1
+/// and X2, bob's Xm between them by id) meets alice's deletion, which would otherwise reach
+/// X2 first (X1 was moved behind it): PostgreSQL would abort one of them after its deadlock
+/// timeout, and the deletion, or bob's PATCH of his own task, would get a 503. PostgreSQL
+/// only: SQLite has one writer at a time.
+#[tokio::test]
+async fn an_update_run_and_an_account_deletion_do_not_deadlock() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let (alice, bob, carol) = (
+        app.signup("alice").await,
+        app.signup("bob").await,
+        app.signup("carol").await,
+    );
+    let w = id(&app.create_task(&carol, json!({"title": "w"})).await);
+    let x1 = id(&app.create_task(&alice, json!({"title": "x1"})).await);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let xm = id(&app.create_task(&bob, json!({"title": "xm"})).await);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let x2 = id(&app
+        .create_task(&alice, json!({"title": "a x2", "priority": "low"}))
+        .await);
+    assert!(x1 < xm && xm < x2, "ids in creation order");
+    // X1 moves behind X2 on the heap (a non-HOT update) and in every owner index but
+    // (user_id, created_at, id): the deletion meets X2 first.
+    let moved = app
+        .authed(
+            Method::PATCH,
+            &TestApp::task_path(&alice, &x1),
+            &alice.token,
+        )
+        .json(&json!({"title": "z x1", "completed": true, "priority": "urgent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK);
+
+    // carol's update leads a run that waits for W, holding the update turn, while the three
+    // updates queue behind it.
+    let mut w_holder = hold_row(&app, &w).await;
+    let mut xm_holder = hold_row(&app, &xm).await;
+    let patch = |user: &TestUser, task: &str| {
+        tokio::spawn(
+            app.authed(Method::PATCH, &TestApp::task_path(user, task), &user.token)
+                .json(&json!({"description": "edited"}))
+                .send(),
+        )
+    };
+    let carols = patch(&carol, &w);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alices_first = patch(&alice, &x1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let bobs = patch(&bob, &xm);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let alices_second = patch(&alice, &x2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The next run, [X1, Xm, X2], locks X1 and waits for Xm.
+    w_holder.execute("ROLLBACK").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The deletion locks X2 and waits for X1.
+    let deletion = tokio::spawn(
+        app.authed(Method::DELETE, "/api/auth/me", &alice.token)
+            .json(&json!({"password": alice.password}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The run locks Xm and waits for X2: a cycle.
+    xm_holder.execute("ROLLBACK").await.unwrap();
+
+    assert_eq!(carols.await.unwrap().unwrap().status(), StatusCode::OK);
+    let deleted = deletion.await.unwrap().unwrap().status();
+    let bobs = bobs.await.unwrap().unwrap().status();
+    let alices = (
+        alices_first.await.unwrap().unwrap().status(),
+        alices_second.await.unwrap().unwrap().status(),
+    );
+    let _ = alices;
+    assert_eq!(deleted, StatusCode::NO_CONTENT, "the account's deletion");
+    assert_eq!(bobs, StatusCode::OK, "bob's PATCH of his own task");
 }

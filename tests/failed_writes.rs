@@ -1,8 +1,9 @@
 //! A write that fails inside its transaction, after some of its statements ran, writes
 //! nothing (not the task, its tags, its count nor its event), answers a `500` problem, and
 //! leaves the service writing: the next writes succeed, so the failed transaction did not
-//! stay open on the connection that writes. Among concurrent creates (which the service
-//! writes together, several in one transaction), the refused one fails alone. The failure is
+//! stay open on the connection that writes. Among concurrent creates, or concurrent updates
+//! (which the service writes together, several in one transaction), the refused one fails
+//! alone. The failure is
 //! real: a trigger, installed in the test's own database, that refuses every event whose
 //! data carries a marker.
 
@@ -160,5 +161,56 @@ on_both_databases! {
             .map(|task| task["title"].as_str().unwrap())
             .collect();
         assert!(!titles.contains(&MARKER), "{titles:?}");
+    }
+}
+
+on_both_databases! {
+    /// Concurrent updates are written together too (a run of the updates waiting for the
+    /// turn): one refused among them fails alone, and its task keeps what it had.
+    async fn an_update_refused_among_concurrent_updates_fails_alone(app: TestApp) {
+        const UPDATES: usize = 24;
+        const REFUSED: usize = 9;
+        let alice = app.signup("alice").await;
+        let mut paths = Vec::new();
+        for i in 0..UPDATES {
+            let task = app
+                .create_task(&alice, json!({"title": format!("task {i}"), "tags": ["before"]}))
+                .await;
+            paths.push(TestApp::task_path(&alice, task["id"].as_str().unwrap()));
+        }
+        app.run_sql(match app.backend {
+            Backend::Sqlite => SQLITE_REFUSAL,
+            Backend::Postgres => POSTGRES_REFUSAL,
+        })
+        .await;
+        let requests = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let title = if i == REFUSED { MARKER.to_owned() } else { format!("patched {i}") };
+                app.authed(Method::PATCH, path, &alice.token)
+                    .json(&json!({"title": title, "tags": ["after", "again"]}))
+            })
+            .collect();
+        let responses = Blocker::send_meanwhile(&app, requests).await;
+        for (i, response) in responses.into_iter().enumerate() {
+            if i == REFUSED {
+                expect_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+            } else {
+                assert_eq!(response.status(), StatusCode::OK, "update {i}");
+            }
+        }
+        // Every task is there; the refused one with its one old tag, the others with two new
+        // ones; an event for each create and each update but the refused one.
+        let tags = 2 * (UPDATES as i64 - 1) + 1;
+        let events = 2 * UPDATES as i64 - 1;
+        assert_eq!(rows_of(&app, &alice.id).await, (UPDATES as i64, tags, events, UPDATES as i64));
+        let (status, task) = app.get_json(&alice, &paths[REFUSED]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(task["title"], format!("task {REFUSED}"), "{task}");
+        assert_eq!(task["tags"], json!(["before"]), "{task}");
+        let (status, task) = app.get_json(&alice, &paths[REFUSED + 1]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(task["title"], format!("patched {}", REFUSED + 1), "{task}");
     }
 }

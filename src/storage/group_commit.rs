@@ -28,6 +28,12 @@ pub(crate) trait QueuedWrite {
     type Outcome;
     /// The task the write changes: one run writes each task at most once.
     fn task_id(&self) -> Uuid;
+
+    /// What `queued`, still waiting, is told at once, without a run of its own, once this
+    /// write of the same task has been decided; `None` when it must still be written.
+    fn settles(&self, _queued: &Self) -> Option<Self::Outcome> {
+        None
+    }
 }
 
 /// A create: the new task and its `todo.task.created` event.
@@ -48,8 +54,9 @@ impl QueuedWrite for Create {
 /// caller whether it did. A caller told no reads the task again and plans anew.
 pub(crate) struct Update {
     pub expected_version: i64,
-    /// The task's reminder flag when it was read: the one column that changes (when the
-    /// reminder is sent) without a new version.
+    /// The task's reminder flag when it was read: a sent reminder sets it without a new
+    /// version. (The search keys, which the start-up backfill also writes without one, are
+    /// derived from the title, and the update writes them again from its own.)
     pub expected_reminder_sent: bool,
     /// The tags the task had when it was read: its tag rows are rewritten only if they change.
     pub tags_before: crate::tasks::domain::Tags,
@@ -61,6 +68,17 @@ impl QueuedWrite for Update {
     type Outcome = bool;
     fn task_id(&self) -> Uuid {
         self.update.task.id
+    }
+
+    /// Once an update of a task has been written, or found its task changed, the task is
+    /// past `expected_version`: a waiting update of it planned from that version or an older
+    /// one cannot be written, and is told so at once, to plan again. (Told so wrongly, it
+    /// would only read and plan once more; never is an update told it was written when it
+    /// was not.) Without this, each of many updates of one task would cost a run that
+    /// writes nothing before it planned again.
+    fn settles(&self, queued: &Self) -> Option<bool> {
+        (queued.task_id() == self.task_id() && queued.expected_version <= self.expected_version)
+            .then_some(false)
     }
 }
 
@@ -195,6 +213,24 @@ impl<W: QueuedWrite> WriteQueue<W> {
         run
     }
 
+    /// Tells each waiting write that `decided`, now written or refused by its run,
+    /// [`QueuedWrite::settles`], its outcome, and takes it out of the queue.
+    fn settle_with(&self, decided: &W) {
+        let settled: Vec<Queued<W>> = {
+            let mut queue = self.queued();
+            let (settled, waiting) = std::mem::take(&mut queue.writes)
+                .into_iter()
+                .partition(|queued| decided.settles(queued).is_some());
+            queue.writes = waiting;
+            settled
+        };
+        for queued in settled {
+            if let Some(outcome) = decided.settles(&queued) {
+                queued.settle(Ok(outcome));
+            }
+        }
+    }
+
     fn queued(&self) -> MutexGuard<'_, Queue<W>> {
         self.queued.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -211,15 +247,18 @@ pub(crate) trait Runs<W: QueuedWrite> {
     fn concerns_one_write(error: &sqlx::Error) -> bool;
 }
 
-/// Writes `batch` in one run and settles each write. When the run fails on one write's
-/// data, each is written again in a run of its own, so that only that one fails; any other
-/// failure (a lock held by another process past the timeout, a full disk, a lost
-/// connection) would fail each of them alike, so all get it at once, without a retry apiece.
-pub(crate) async fn write_in_runs<W: QueuedWrite, R: Runs<W>>(runs: &mut R, batch: Vec<Queued<W>>) {
+/// Takes the oldest writes of `queue`, writes them in one run and settles each (and the
+/// waiting writes each one settles). When the run fails on one write's data, each is written
+/// again in a run of its own, so that only that one fails; any other failure (a lock held by
+/// another process past the timeout, a full disk, a lost connection) would fail each of them
+/// alike, so all get it at once, without a retry apiece.
+pub(crate) async fn write_in_runs<W: QueuedWrite, R: Runs<W>>(runs: &mut R, queue: &WriteQueue<W>) {
+    let batch = queue.take();
     if batch.len() > 1 {
         match runs.run(&batch).await {
             Ok(outcomes) => {
                 for (queued, outcome) in batch.into_iter().zip(outcomes) {
+                    queue.settle_with(&queued);
                     queued.settle(Ok(outcome));
                 }
                 return;
@@ -240,6 +279,9 @@ pub(crate) async fn write_in_runs<W: QueuedWrite, R: Runs<W>>(runs: &mut R, batc
                 .pop()
                 .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a run of one said nothing")))
         });
+        if outcome.is_ok() {
+            queue.settle_with(&queued);
+        }
         queued.settle(outcome);
     }
 }
@@ -344,6 +386,37 @@ mod tests {
             next,
             [shared.id],
             "the later update of the task waits for the next run"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_decided_tells_the_waiting_updates_of_its_task_planned_from_its_version() {
+        let queue = UpdateQueue::default();
+        let (shared, other) = (task(), task());
+        let mut newer = shared.clone();
+        newer.version += 1;
+        let _decided = queue.join(update(&shared));
+        let mut stale = queue.join(update(&shared));
+        let _planned_later = queue.join(update(&newer));
+        let _other = queue.join(update(&other));
+        let run = queue.take();
+        assert_eq!(run.len(), 2);
+        queue.settle_with(&run[0]);
+        assert_eq!(
+            stale.outcome().await.ok(),
+            Some(false),
+            "told at once: plan again"
+        );
+        let waiting: Vec<(Uuid, i64)> = queue
+            .queued()
+            .writes
+            .iter()
+            .map(|queued| (queued.task_id(), queued.expected_version))
+            .collect();
+        assert_eq!(
+            waiting,
+            [(shared.id, newer.version)],
+            "planned from a later version"
         );
     }
 }

@@ -692,8 +692,15 @@ impl Store for PostgresStore {
         if deleted == 0 {
             return Ok(None);
         }
+        // The tasks are locked in id order first, as a run of updates locks them: in the
+        // order the DELETE happened to visit them, a run holding one of them while waiting
+        // for another could deadlock with it.
         let rows: Vec<TaskRow> = sqlx::query_as(concat!(
-            "DELETE FROM tasks WHERE user_id = $1 RETURNING ",
+            "WITH locked AS MATERIALIZED (
+                 SELECT id FROM tasks WHERE user_id = $1 ORDER BY id FOR UPDATE
+             )
+             DELETE FROM tasks WHERE user_id = $1 AND id IN (SELECT id FROM locked)
+             RETURNING ",
             task_columns!()
         ))
         .bind(id.to_string())
@@ -767,7 +774,7 @@ impl Store for PostgresStore {
                         pool: &self.pool,
                         persistent: self.persistent,
                     };
-                    group_commit::write_in_runs(&mut runs, self.creates.take()).await;
+                    group_commit::write_in_runs(&mut runs, &self.creates).await;
                 }
             }
         }
@@ -839,8 +846,8 @@ impl Store for PostgresStore {
     ) -> Result<Option<Task>, StoreError> {
         // Group commit (storage/group_commit.rs), optimistic: the task is read and the update
         // planned outside any transaction, and a run writes it only if the task has not
-        // changed since (compare-and-set on its version and its reminder flag, the one
-        // column that changes without a new version). When it has, it is read and planned
+        // changed since (compare-and-set on its version and its reminder flag, which a
+        // sent reminder sets without a new version). When it has, it is read and planned
         // again: the outcome is that of updates applied one after another.
         loop {
             let Some(before) = self.get_task(owner, id).await? else {
@@ -866,7 +873,7 @@ impl Store for PostgresStore {
                             pool: &self.pool,
                             persistent: self.persistent,
                         };
-                        group_commit::write_in_runs(&mut runs, self.updates.take()).await;
+                        group_commit::write_in_runs(&mut runs, &self.updates).await;
                     }
                 }
             };
@@ -1262,7 +1269,7 @@ impl Runs<Create> for PoolRuns<'_> {
 }
 
 impl Runs<Update> for PoolRuns<'_> {
-    /// Three to five statements whatever the run's size, each taking its rows as arrays:
+    /// Two to six statements whatever the run's size, each taking its rows as arrays:
     /// the tasks still at the version their update was planned from, locked in id order
     /// (two instances' runs cannot deadlock on them) and rewritten; the tag rows of those
     /// whose tags changed; the occurrences that completions create; the events, in the
@@ -1309,7 +1316,16 @@ impl Runs<Update> for PoolRuns<'_> {
             Ok(written)
         }
         .await;
-        commit_or_roll_back(transaction, written).await
+        match commit_or_roll_back(transaction, written).await {
+            // A deadlock or serialization failure rolled the whole run back: nothing of it
+            // was written, so each update is planned and queued again, not refused.
+            Err(sqlx::Error::Database(error))
+                if matches!(error.code().as_deref(), Some("40001" | "40P01")) =>
+            {
+                Ok(vec![false; updates.len()])
+            }
+            outcome => outcome,
+        }
     }
 
     fn concerns_one_write(error: &sqlx::Error) -> bool {

@@ -945,7 +945,7 @@ impl Store for SqliteStore {
         // Group commit (storage/group_commit.rs), optimistic: the task is read and the update
         // planned on a reading connection, outside the writer's turn; a run writes it only if
         // the task has not changed since (compare-and-set on its version and its reminder
-        // flag, the one column that changes without a new version). When it has, it is read
+        // flag, which a sent reminder sets without a new version). When it has, it is read
         // and planned again: the outcome is that of updates applied one after another.
         loop {
             let Some(before) = self.get_task(owner, id).await? else {
@@ -1301,12 +1301,11 @@ impl SqliteStore {
             Err(error) if joined.withdraw() => return Err(error.into()),
             Err(_) => return Ok(()),
         };
-        let batch = queue.take();
         let mut runs = WriterRuns {
             writer: &mut writer,
             rollback_owed: &self.rollback_owed,
         };
-        group_commit::write_in_runs(&mut runs, batch).await;
+        group_commit::write_in_runs(&mut runs, queue).await;
         Ok(())
     }
 }
