@@ -409,7 +409,8 @@ enum Expected {
 fn expected(key: &str, value: &str, max_page_size: u32) -> Option<Expected> {
     match key {
         "page" => number_in(value, 1, PAGE_MAX).map(Expected::Page),
-        "page_size" => number_in(value, 1, max_page_size).map(Expected::PageSize),
+        // A maximum of 0 (the setting itself is 1 to 1000) is taken as 1: pages of one.
+        "page_size" => number_in(value, 1, max_page_size.max(1)).map(Expected::PageSize),
         "sort_by" => match value {
             "created_at" => Some(SortBy::CreatedAt),
             "updated_at" => Some(SortBy::UpdatedAt),
