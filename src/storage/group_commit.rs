@@ -14,7 +14,7 @@ use std::{
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{StoreError, TaskUpdate};
+use super::{PlanUpdate, Store, StoreError, TaskUpdate};
 use crate::{events::record::NewEvent, tasks::domain::Task};
 
 /// The most writes one run writes. SQLite's run is one text per size, each cached on its
@@ -124,6 +124,26 @@ impl<W: QueuedWrite> Joined<'_, W> {
         (&mut self.outcome)
             .await
             .unwrap_or_else(|gone| Err(StoreError::Other(gone.into())))
+    }
+
+    /// Waits for the write's outcome, leading a run whenever the store's turn to write comes
+    /// first: [`Leads::lead`] writes the queue's oldest writes in that turn. When it fails
+    /// (the writer cannot be had), the write is withdrawn with that error, unless a run has
+    /// taken it already.
+    pub async fn written<S: Leads<W>>(&mut self, store: &S) -> Result<W::Outcome, StoreError> {
+        loop {
+            tokio::select! {
+                biased;
+                outcome = self.outcome() => return outcome,
+                turn = store.turn() => {
+                    if let Err(error) = store.lead(turn).await
+                        && self.withdraw()
+                    {
+                        return Err(error);
+                    }
+                }
+            }
+        }
     }
 
     /// Takes the write back out of the queue: false if a run has it already (its outcome is
@@ -245,6 +265,69 @@ pub(crate) trait Runs<W: QueuedWrite> {
     /// Whether a failed run failed on one write's own data (a constraint or a trigger
     /// refusing it, a value out of range), so that the others may succeed without it.
     fn concerns_one_write(error: &sqlx::Error) -> bool;
+}
+
+/// How a store takes its turn to write a run of `W`, and writes one.
+pub(crate) trait Leads<W: QueuedWrite> {
+    /// The turn, held while a run is written.
+    type Turn;
+    /// The writes of kind `W` waiting for a run.
+    fn queue(&self) -> &WriteQueue<W>;
+    /// Waits for the store's turn to write a run of `W`.
+    async fn turn(&self) -> Self::Turn;
+    /// Writes a run of the oldest queued writes in `turn` ([`write_in_runs`]); an error only
+    /// when the writer cannot be had.
+    async fn lead(&self, turn: Self::Turn) -> Result<(), StoreError>;
+}
+
+/// Creates `task` with its `event` in the next run of the store's creates.
+pub(crate) async fn create<S: Leads<Create>>(
+    store: &S,
+    task: &Task,
+    event: &NewEvent,
+) -> Result<(), StoreError> {
+    store
+        .queue()
+        .join(Create {
+            task: task.clone(),
+            event: event.clone(),
+        })
+        .written(store)
+        .await
+}
+
+/// Updates `owner`'s task `id` as `plan` decides, only if `version` (when given) is the
+/// task's, optimistically: the task is read and the update planned outside any transaction;
+/// the update joins the store's queue, and a run ([`Joined::written`]) writes it only if the
+/// task is still as it was read (compare-and-set on its version and its reminder flag). When
+/// it is not, the task is read and planned again, so that the outcome is that of updates
+/// applied one after another. `None` when no such task (at that version) exists.
+pub(crate) async fn update_optimistically<S: Store + Leads<Update>>(
+    store: &S,
+    owner: &str,
+    id: Uuid,
+    version: Option<i64>,
+    plan: &PlanUpdate<'_>,
+) -> Result<Option<Task>, StoreError> {
+    loop {
+        let Some(before) = store.get_task(owner, id).await? else {
+            return Ok(None);
+        };
+        if version.is_some_and(|version| version != before.version) {
+            return Ok(None);
+        }
+        let update = plan(&before).map_err(StoreError::Refused)?;
+        let task = update.task.clone();
+        let mut joined = store.queue().join(Update {
+            expected_version: before.version,
+            expected_reminder_sent: before.reminder_sent,
+            tags_before: before.tags,
+            update,
+        });
+        if joined.written(store).await? {
+            return Ok(Some(task));
+        }
+    }
 }
 
 /// Takes the oldest writes of `queue`, writes them in one run and settles each (and the

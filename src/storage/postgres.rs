@@ -20,7 +20,7 @@ use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
     group_commit::{
-        self, Create, CreateQueue, QueuedCreate, QueuedUpdate, Runs, Update, UpdateQueue,
+        self, Create, CreateQueue, Leads, QueuedCreate, QueuedUpdate, Runs, Update, UpdateQueue,
     },
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
     order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
@@ -761,23 +761,7 @@ impl Store for PostgresStore {
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
         // creates queued by then, under one lock of the event log's head row.
-        let mut joined = self.creates.join(Create {
-            task: task.clone(),
-            event: event.clone(),
-        });
-        loop {
-            tokio::select! {
-                biased;
-                outcome = joined.outcome() => return outcome,
-                _turn = self.create_turn.lock() => {
-                    let mut runs = PoolRuns {
-                        pool: &self.pool,
-                        persistent: self.persistent,
-                    };
-                    group_commit::write_in_runs(&mut runs, &self.creates).await;
-                }
-            }
-        }
+        group_commit::create(self, task, event).await
     }
 
     async fn list_tasks(
@@ -845,42 +829,9 @@ impl Store for PostgresStore {
         plan: &PlanUpdate<'_>,
     ) -> Result<Option<Task>, StoreError> {
         // Group commit (storage/group_commit.rs), optimistic: the task is read and the update
-        // planned outside any transaction, and a run writes it only if the task has not
-        // changed since (compare-and-set on its version and its reminder flag, which a
-        // sent reminder sets without a new version). When it has, it is read and planned
-        // again: the outcome is that of updates applied one after another.
-        loop {
-            let Some(before) = self.get_task(owner, id).await? else {
-                return Ok(None);
-            };
-            if version.is_some_and(|version| version != before.version) {
-                return Ok(None);
-            }
-            let update = plan(&before).map_err(StoreError::Refused)?;
-            let task = update.task.clone();
-            let mut joined = self.updates.join(Update {
-                expected_version: before.version,
-                expected_reminder_sent: before.reminder_sent,
-                tags_before: before.tags,
-                update,
-            });
-            let written = loop {
-                tokio::select! {
-                    biased;
-                    outcome = joined.outcome() => break outcome?,
-                    _turn = self.update_turn.lock() => {
-                        let mut runs = PoolRuns {
-                            pool: &self.pool,
-                            persistent: self.persistent,
-                        };
-                        group_commit::write_in_runs(&mut runs, &self.updates).await;
-                    }
-                }
-            };
-            if written {
-                return Ok(Some(task));
-            }
-        }
+        // planned outside any transaction; whoever takes the update turn next writes the
+        // updates queued by then, each only if its task has not changed since.
+        group_commit::update_optimistically(self, owner, id, version, plan).await
     }
 
     async fn delete_task(
@@ -1240,7 +1191,51 @@ impl AttemptLimits for PostgresLimits {
     }
 }
 
-/// Runs of creates, each in a transaction of its own from the pool.
+impl Leads<Create> for PostgresStore {
+    type Turn = tokio::sync::OwnedMutexGuard<()>;
+
+    fn queue(&self) -> &CreateQueue {
+        &self.creates
+    }
+
+    async fn turn(&self) -> Self::Turn {
+        self.create_turn.clone().lock_owned().await
+    }
+
+    async fn lead(&self, _turn: Self::Turn) -> Result<(), StoreError> {
+        group_commit::write_in_runs(&mut self.runs(), &self.creates).await;
+        Ok(())
+    }
+}
+
+impl Leads<Update> for PostgresStore {
+    type Turn = tokio::sync::OwnedMutexGuard<()>;
+
+    fn queue(&self) -> &UpdateQueue {
+        &self.updates
+    }
+
+    async fn turn(&self) -> Self::Turn {
+        self.update_turn.clone().lock_owned().await
+    }
+
+    async fn lead(&self, _turn: Self::Turn) -> Result<(), StoreError> {
+        group_commit::write_in_runs(&mut self.runs(), &self.updates).await;
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// Runs of queued writes, each in a transaction of its own from the pool.
+    fn runs(&self) -> PoolRuns<'_> {
+        PoolRuns {
+            pool: &self.pool,
+            persistent: self.persistent,
+        }
+    }
+}
+
+/// Runs of queued writes, each in a transaction of its own from the pool.
 struct PoolRuns<'a> {
     pool: &'a PgPool,
     persistent: bool,

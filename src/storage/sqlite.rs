@@ -26,7 +26,7 @@ use super::{
     BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
     TaskEvent,
     group_commit::{
-        self, Create, CreateQueue, Joined, QueuedCreate, QueuedUpdate, QueuedWrite, Runs, Update,
+        self, Create, CreateQueue, Leads, QueuedCreate, QueuedUpdate, QueuedWrite, Runs, Update,
         UpdateQueue, WriteQueue,
     },
     limits::{AttemptLimits, MemoryLimits},
@@ -878,19 +878,7 @@ impl Store for SqliteStore {
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError> {
         // Group commit (storage/group_commit.rs): whoever takes the turn next writes the
         // creates queued by then.
-        let mut joined = self.creates.join(Create {
-            task: task.clone(),
-            event: event.clone(),
-        });
-        loop {
-            tokio::select! {
-                biased;
-                outcome = joined.outcome() => return outcome,
-                turn = self.writer.clone().lock_owned() => {
-                    self.lead_run(turn, &self.creates, &joined).await?;
-                }
-            }
-        }
+        group_commit::create(self, task, event).await
     }
 
     async fn list_tasks(
@@ -943,38 +931,9 @@ impl Store for SqliteStore {
         plan: &PlanUpdate<'_>,
     ) -> Result<Option<Task>, StoreError> {
         // Group commit (storage/group_commit.rs), optimistic: the task is read and the update
-        // planned on a reading connection, outside the writer's turn; a run writes it only if
-        // the task has not changed since (compare-and-set on its version and its reminder
-        // flag, which a sent reminder sets without a new version). When it has, it is read
-        // and planned again: the outcome is that of updates applied one after another.
-        loop {
-            let Some(before) = self.get_task(owner, id).await? else {
-                return Ok(None);
-            };
-            if version.is_some_and(|version| version != before.version) {
-                return Ok(None);
-            }
-            let update = plan(&before).map_err(StoreError::Refused)?;
-            let task = update.task.clone();
-            let mut joined = self.updates.join(Update {
-                expected_version: before.version,
-                expected_reminder_sent: before.reminder_sent,
-                tags_before: before.tags,
-                update,
-            });
-            let written = loop {
-                tokio::select! {
-                    biased;
-                    outcome = joined.outcome() => break outcome?,
-                    turn = self.writer.clone().lock_owned() => {
-                        self.lead_run(turn, &self.updates, &joined).await?;
-                    }
-                }
-            };
-            if written {
-                return Ok(Some(task));
-            }
-        }
+        // planned on a reading connection, outside the writer's turn; whoever takes the turn
+        // next writes the updates queued by then, each only if its task has not changed since.
+        group_commit::update_optimistically(self, owner, id, version, plan).await
     }
 
     async fn delete_task(
@@ -1283,30 +1242,52 @@ impl SqliteStore {
         })
     }
 
-    /// In the turn, writes the oldest writes of `queue` in one run. When the writer cannot be
-    /// had, the `joined` write is withdrawn with that error, unless a run has taken it
-    /// already (its outcome is then on its way).
-    async fn lead_run<W>(
-        &self,
-        turn: Turn,
-        queue: &WriteQueue<W>,
-        joined: &Joined<'_, W>,
-    ) -> Result<(), StoreError>
+    /// In the turn, writes the oldest writes of `queue` in one run; an error when the writer
+    /// cannot be had (see [`group_commit::Joined::written`]).
+    async fn lead_run<W>(&self, turn: Turn, queue: &WriteQueue<W>) -> Result<(), StoreError>
     where
         W: QueuedWrite,
         for<'w> WriterRuns<'w>: Runs<W>,
     {
-        let mut writer = match self.writer_in_turn(turn).await {
-            Ok(writer) => writer,
-            Err(error) if joined.withdraw() => return Err(error.into()),
-            Err(_) => return Ok(()),
-        };
+        let mut writer = self.writer_in_turn(turn).await?;
         let mut runs = WriterRuns {
             writer: &mut writer,
             rollback_owed: &self.rollback_owed,
         };
         group_commit::write_in_runs(&mut runs, queue).await;
         Ok(())
+    }
+}
+
+impl Leads<Create> for SqliteStore {
+    type Turn = Turn;
+
+    fn queue(&self) -> &CreateQueue {
+        &self.creates
+    }
+
+    async fn turn(&self) -> Turn {
+        self.writer.clone().lock_owned().await
+    }
+
+    async fn lead(&self, turn: Turn) -> Result<(), StoreError> {
+        self.lead_run(turn, &self.creates).await
+    }
+}
+
+impl Leads<Update> for SqliteStore {
+    type Turn = Turn;
+
+    fn queue(&self) -> &UpdateQueue {
+        &self.updates
+    }
+
+    async fn turn(&self) -> Turn {
+        self.writer.clone().lock_owned().await
+    }
+
+    async fn lead(&self, turn: Turn) -> Result<(), StoreError> {
+        self.lead_run(turn, &self.updates).await
     }
 }
 
