@@ -26,6 +26,8 @@ Environment (all optional):
                   re-created (default 127.0.0.1, 5432, postgres, todo_bench)
   ENDPOINTS       the runs, space-separated, in order (default "list get create login";
                   "update" adds PATCHes spread over the seeded tasks)
+  UPDATE_TASKS    how many of the seeded tasks the update run PATCHes in turn (default 100,
+                  at most 100; 1 makes every PATCH contend for one task)
   SERVER_ENV      extra server settings, space-separated NAME=value pairs, e.g.
                   SERVER_ENV="DATABASE_MAX_CONNECTIONS=20 PASSWORD_HASH_QUEUE=128"
   TODO_API_BIN    a todo-api binary to run instead of building this checkout (A/B runs)
@@ -63,6 +65,9 @@ BENCH_EMAIL="bench_user@example.com"
 BENCH_PASSWORD="bench-password-123"
 # ENDPOINTS: which runs, in this order (default all four), e.g. ENDPOINTS="create".
 read -ra ENDPOINTS <<<"${ENDPOINTS:-list get create login}"
+UPDATE_TASKS=${UPDATE_TASKS:-100}
+[[ "$UPDATE_TASKS" =~ ^[0-9]+$ ]] && ((UPDATE_TASKS >= 1 && UPDATE_TASKS <= 100)) ||
+    { echo "error: UPDATE_TASKS must be 1 to 100" >&2; exit 2; }
 for endpoint in "${ENDPOINTS[@]}"; do
     case "$endpoint" in
         list | get | create | update | login) ;;
@@ -116,9 +121,10 @@ seed() {
     # One task from the middle of the list, for the GET benchmark; also checks the count.
     expect_task_total "$SEED_TASKS" "?page_size=1&page=$(((SEED_TASKS + 1) / 2))"
     TASK_ID=$(jq -er '.items[0].id' <<<"$TASKS_BODY")
-    # The first 100 tasks, for the update run: PATCHes spread over them rarely meet on a row.
+    # The first UPDATE_TASKS tasks, for the update run: PATCHes spread over 100 rarely meet
+    # on a row; over 1, every one does.
     UPDATE_PATHS=$(jq -er --arg base "/api/$USER_ID/tasks/" '[.items[].id | $base + .] | join(" ")' \
-        <<<"$(expect 200 "$(api GET "/api/$USER_ID/tasks?page_size=100")")")
+        <<<"$(expect 200 "$(api GET "/api/$USER_ID/tasks?page_size=$UPDATE_TASKS")")")
 
     # The login body must work before it is measured.
     TOKEN=""

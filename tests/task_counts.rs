@@ -474,6 +474,7 @@ on_both_databases! {
 
         // The contended task's edits: each answered with a version of its own, 2 to 13.
         let mut edit_at_version = HashMap::new();
+        let mut body_at_version = HashMap::new();
         for (i, response) in responses.into_iter().enumerate() {
             let status = response.status();
             let version = (status == StatusCode::OK).then(|| version_of(&response));
@@ -484,6 +485,7 @@ on_both_databases! {
                 assert_eq!(description, format!("edit {i}"), "edit {i} answers with itself");
                 let seen = edit_at_version.insert(version.unwrap(), description);
                 assert!(seen.is_none(), "two edits answered with version {version:?}");
+                body_at_version.insert(version.unwrap(), body);
             }
         }
         let versions: HashSet<i64> = edit_at_version.keys().copied().collect();
@@ -495,7 +497,19 @@ on_both_databases! {
             .unwrap();
         assert_eq!(version_of(&last), 1 + EDITS as i64, "no edit lost");
         let last: Value = last.json().await.unwrap();
-        assert_eq!(last["description"].as_str(), Some(edit_at_version[&(1 + EDITS as i64)].as_str()));
+        // Each edit answered with the task as stored after it (an edit planned from the task
+        // as the one before wrote it, without reading it, included): the last one is what a
+        // GET now reads, and `updated_at` went up with every version.
+        assert_eq!(last, body_at_version[&(1 + EDITS as i64)], "the last edit's answer is stored");
+        assert_eq!(last["title"], "contended", "what no edit changed stays");
+        for version in 3..=1 + EDITS as i64 {
+            let (earlier, later) = (&body_at_version[&(version - 1)], &body_at_version[&version]);
+            let time = |body: &Value| {
+                chrono::DateTime::parse_from_rfc3339(body["updated_at"].as_str().unwrap()).unwrap()
+            };
+            assert!(time(earlier) < time(later), "updated_at of version {version}");
+            assert_eq!(earlier["created_at"], later["created_at"]);
+        }
 
         // Its events, in sequence order, are the edits in version order.
         let described: Vec<String> = app
