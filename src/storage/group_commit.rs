@@ -2,9 +2,12 @@
 //! or updates) join a queue; whoever takes the store's turn to write that kind
 //! next writes the oldest of them (up to [`BATCH_MAX`]) in one transaction, and each write
 //! learns its own outcome. What every write pays once whatever its size is then paid once
-//! per run: on SQLite the write lock and the hand-off to the connection's thread, on
-//! PostgreSQL the event log's head row, locked from the event's append to the commit, and on
-//! both the commit's flush.
+//! per run: on SQLite the write lock and the hand-offs to the connection's thread (one for a
+//! run of creates, two for a run of updates), on PostgreSQL the event log's head row, locked
+//! from the event's append to the commit, and on both the commit's flush.
+//!
+//! Updates are optimistic ([`update_optimistically`]): planned from the task as read, and
+//! written only if it is unchanged; updates of one task pass through its lane one at a time.
 
 use std::{
     collections::HashMap,
@@ -18,9 +21,9 @@ use uuid::Uuid;
 use super::{PlanUpdate, Store, StoreError, TaskUpdate};
 use crate::{events::record::NewEvent, tasks::domain::Task};
 
-/// The most writes one run writes. SQLite's run is one text per size, each cached on its
-/// connection, so the sizes must stay few; beyond a few dozen, a run's latency grows with
-/// no gain in throughput.
+/// The most writes one run writes. SQLite's run of creates, and the first statement of its
+/// run of updates, are one text per size, each cached on its connection, so the sizes must
+/// stay few; beyond a few dozen, a run's latency grows with no gain in throughput.
 pub(crate) const BATCH_MAX: usize = 16;
 
 /// A write that can wait in a [`WriteQueue`].
@@ -29,6 +32,10 @@ pub(crate) trait QueuedWrite {
     type Outcome;
     /// The task the write changes: one run writes each task at most once.
     fn task_id(&self) -> Uuid;
+
+    /// Whether a decided write can settle waiting ones ([`QueuedWrite::settles`]); when not,
+    /// the queue is not searched after each write.
+    const SETTLES_OTHERS: bool = false;
 
     /// What `queued`, still waiting, is told at once, without a run of its own, once this
     /// write of the same task has been decided; `None` when it must still be written.
@@ -71,12 +78,14 @@ impl QueuedWrite for Update {
         self.update.task.id
     }
 
-    /// Once an update of a task has been written, or found its task changed, the task is
-    /// past `expected_version`: a waiting update of it planned from that version or an older
-    /// one cannot be written, and is told so at once, to plan again. (Told so wrongly, it
-    /// would only read and plan once more; never is an update told it was written when it
-    /// was not.) Without this, each of many updates of one task would cost a run that
-    /// writes nothing before it planned again.
+    const SETTLES_OTHERS: bool = true;
+
+    /// Once an update of a task has been decided (written, or found its task changed), a
+    /// waiting update of it planned from that version or an older one almost surely cannot
+    /// be written, and is told at once to plan again. (Told so needlessly, after a run
+    /// refused only for the reminder flag or rolled back by a deadlock, it just reads and
+    /// plans once more; never is an update told it was written when it was not.) Without
+    /// this, it would cost a run that writes nothing before it planned again.
     fn settles(&self, queued: &Self) -> Option<bool> {
         (queued.task_id() == self.task_id() && queued.expected_version <= self.expected_version)
             .then_some(false)
@@ -118,8 +127,9 @@ pub(crate) struct Joined<'a, W: QueuedWrite> {
 }
 
 impl<W: QueuedWrite> Joined<'_, W> {
-    /// The write's outcome, once a run has written it (an error if the run was dropped
-    /// before it said, which `to_completion` prevents). Safe to drop and await again: the
+    /// The write's outcome, once a run has decided it, or a run's write of the same task has
+    /// settled it ([`QueuedWrite::settles`]); an error if the run was dropped before it said,
+    /// which `to_completion` prevents. Safe to drop and await again: the
     /// outcome waits in its channel.
     pub async fn outcome(&mut self) -> Result<W::Outcome, StoreError> {
         (&mut self.outcome)
@@ -281,8 +291,8 @@ impl<W: QueuedWrite> WriteQueue<W> {
     }
 
     /// The oldest queued writes, up to [`BATCH_MAX`] and at most one per task, now out of
-    /// the queue (a later write of a task already in the run waits for the next run, which
-    /// sees the first one's result).
+    /// the queue (a later write of a task already in the run stays, to be settled by the
+    /// first one's outcome or written by a later run).
     pub fn take(&self) -> Vec<Queued<W>> {
         let mut queue = self.queued();
         let mut run: Vec<Queued<W>> = Vec::new();
@@ -302,6 +312,9 @@ impl<W: QueuedWrite> WriteQueue<W> {
     /// Tells each waiting write that `decided`, now written or refused by its run,
     /// [`QueuedWrite::settles`], its outcome, and takes it out of the queue.
     fn settle_with(&self, decided: &W) {
+        if !W::SETTLES_OTHERS {
+            return;
+        }
         let settled: Vec<Queued<W>> = {
             let mut queue = self.queued();
             let (settled, waiting) = std::mem::take(&mut queue.writes)

@@ -1264,7 +1264,7 @@ impl Runs<Create> for PoolRuns<'_> {
 }
 
 impl Runs<Update> for PoolRuns<'_> {
-    /// Two to six statements whatever the run's size, each taking its rows as arrays:
+    /// One to six statements whatever the run's size, each taking its rows as arrays:
     /// the tasks still at the version their update was planned from, locked in id order
     /// (two instances' runs cannot deadlock on them) and rewritten; the tag rows of those
     /// whose tags changed; the occurrences that completions create; the events, in the

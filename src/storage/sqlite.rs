@@ -353,7 +353,7 @@ fn millis(time: Option<DateTime<Utc>>) -> Option<i64> {
     time.map(|time| time.timestamp_millis())
 }
 
-/// Runs of creates on the writing connection, in the turn.
+/// Runs of queued writes (creates, updates) on the writing connection, in the turn.
 struct WriterRuns<'a> {
     writer: &'a mut Writer,
     /// The store's [`SqliteStore::rollback_owed`].
