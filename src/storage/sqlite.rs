@@ -1194,19 +1194,16 @@ impl SqliteStore {
     async fn writer_in_turn(&self, turn: Turn) -> Result<Writer, sqlx::Error> {
         match tokio::sync::OwnedMutexGuard::try_map(turn, Option::as_mut) {
             Ok(mut own) => {
-                if self.rollback_owed.swap(false, Ordering::AcqRel) {
+                if self.rollback_owed.load(Ordering::Acquire) {
                     let connection: &mut SqliteConnection = &mut own;
                     let rolled_back = connection.execute("ROLLBACK").await.map(drop);
                     if let Err(sqlx::Error::WorkerCrashed) = rolled_back {
                         tracing::warn!("the SQLite writing connection was lost; opening it again");
-                        match self.options.connect().await {
-                            Ok(connection) => *own = connection,
-                            Err(error) => {
-                                self.rollback_owed.store(true, Ordering::Release);
-                                return Err(error);
-                            }
-                        }
+                        *own = self.options.connect().await?;
                     }
+                    // Only once the ROLLBACK has ended (or a new connection replaced the old):
+                    // a turn dropped while it waited leaves the rollback owed.
+                    self.rollback_owed.store(false, Ordering::Release);
                 }
                 Ok(Writer::Own(own))
             }
