@@ -8,7 +8,7 @@
 //! the CloudEvent is assembled when an event is read, identically every time, so a retry
 //! carries the same `id` and the same bytes.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use serde_json::Value;
 use uuid::Uuid;
@@ -143,9 +143,14 @@ impl StoredEvent {
         Ok(event)
     }
 
-    /// The CloudEvent as a JSON value (structured mode).
+    /// The CloudEvent as a JSON value (structured mode), `time` with exactly three digits of
+    /// milliseconds as every timestamp of the API has (`…:30.000Z`, where the SDK writes
+    /// `…:30Z` for a whole second: valid RFC 3339, but a client comparing times as text would
+    /// put it after `…:30.123Z`).
     pub fn to_json(&self) -> anyhow::Result<Value> {
-        Ok(serde_json::to_value(self.to_cloudevent()?)?)
+        let mut json = serde_json::to_value(self.to_cloudevent()?)?;
+        json["time"] = Value::String(self.time.to_rfc3339_opts(SecondsFormat::Millis, true));
+        Ok(json)
     }
 }
 
@@ -181,6 +186,15 @@ mod tests {
         assert_eq!(json["data"]["completed"], true);
         assert_eq!(json["userid"], "alice");
         assert_eq!(json["sequence"], "00000000000000000042");
+    }
+
+    #[test]
+    fn a_time_on_a_whole_second_keeps_its_three_digits_of_milliseconds() {
+        let mut event = stored();
+        event.time = DateTime::parse_from_rfc3339("2026-01-18T09:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(event.to_json().unwrap()["time"], "2026-01-18T09:30:00.000Z");
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl Sink {
 
 fn body(event: &StoredEvent) -> Result<Vec<u8>, PublishError> {
     event
-        .to_cloudevent()
+        .to_json()
         .and_then(|event| Ok(serde_json::to_vec(&event)?))
         .map_err(|error| PublishError::Encoding(error.to_string()))
 }
