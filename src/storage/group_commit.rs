@@ -32,16 +32,6 @@ pub(crate) trait QueuedWrite {
     type Outcome;
     /// The task the write changes: one run writes each task at most once.
     fn task_id(&self) -> Uuid;
-
-    /// Whether a decided write can settle waiting ones ([`QueuedWrite::settles`]); when not,
-    /// the queue is not searched after each write.
-    const SETTLES_OTHERS: bool = false;
-
-    /// What `queued`, still waiting, is told at once, without a run of its own, once this
-    /// write of the same task has been decided; `None` when it must still be written.
-    fn settles(&self, _queued: &Self) -> Option<Self::Outcome> {
-        None
-    }
 }
 
 /// A create: the new task and its `todo.task.created` event.
@@ -76,19 +66,6 @@ impl QueuedWrite for Update {
     type Outcome = bool;
     fn task_id(&self) -> Uuid {
         self.update.task.id
-    }
-
-    const SETTLES_OTHERS: bool = true;
-
-    /// Once an update of a task has been decided (written, or found its task changed), a
-    /// waiting update of it planned from that version or an older one almost surely cannot
-    /// be written, and is told at once to plan again. (Told so needlessly, after a run
-    /// refused only for the reminder flag or rolled back by a deadlock, it just reads and
-    /// plans once more; never is an update told it was written when it was not.) Without
-    /// this, it would cost a run that writes nothing before it planned again.
-    fn settles(&self, queued: &Self) -> Option<bool> {
-        (queued.task_id() == self.task_id() && queued.expected_version <= self.expected_version)
-            .then_some(false)
     }
 }
 
@@ -127,9 +104,8 @@ pub(crate) struct Joined<'a, W: QueuedWrite> {
 }
 
 impl<W: QueuedWrite> Joined<'_, W> {
-    /// The write's outcome, once a run has decided it, or a run's write of the same task has
-    /// settled it ([`QueuedWrite::settles`]); an error if the run was dropped before it said,
-    /// which `to_completion` prevents. Safe to drop and await again: the
+    /// The write's outcome, once a run has decided it (an error if the run was dropped
+    /// before it said, which `to_completion` prevents). Safe to drop and await again: the
     /// outcome waits in its channel.
     pub async fn outcome(&mut self) -> Result<W::Outcome, StoreError> {
         (&mut self.outcome)
@@ -291,8 +267,9 @@ impl<W: QueuedWrite> WriteQueue<W> {
     }
 
     /// The oldest queued writes, up to [`BATCH_MAX`] and at most one per task, now out of
-    /// the queue (a later write of a task already in the run stays, to be settled by the
-    /// first one's outcome or written by a later run).
+    /// the queue (a later write of a task already in the run waits for a later run; with
+    /// the tasks' lanes, this process never queues two updates of one task, but the
+    /// compare-and-set statements rely on it).
     pub fn take(&self) -> Vec<Queued<W>> {
         let mut queue = self.queued();
         let mut run: Vec<Queued<W>> = Vec::new();
@@ -307,27 +284,6 @@ impl<W: QueuedWrite> WriteQueue<W> {
         }
         queue.writes = kept;
         run
-    }
-
-    /// Tells each waiting write that `decided`, now written or refused by its run,
-    /// [`QueuedWrite::settles`], its outcome, and takes it out of the queue.
-    fn settle_with(&self, decided: &W) {
-        if !W::SETTLES_OTHERS {
-            return;
-        }
-        let settled: Vec<Queued<W>> = {
-            let mut queue = self.queued();
-            let (settled, waiting) = std::mem::take(&mut queue.writes)
-                .into_iter()
-                .partition(|queued| decided.settles(queued).is_some());
-            queue.writes = waiting;
-            settled
-        };
-        for queued in settled {
-            if let Some(outcome) = decided.settles(&queued) {
-                queued.settle(Ok(outcome));
-            }
-        }
     }
 
     fn queued(&self) -> MutexGuard<'_, Queue<W>> {
@@ -420,18 +376,17 @@ pub(crate) async fn update_optimistically<S: Store + Leads<Update>>(
     }
 }
 
-/// Takes the oldest writes of `queue`, writes them in one run and settles each (and the
-/// waiting writes each one settles). When the run fails on one write's data, each is written
-/// again in a run of its own, so that only that one fails; any other failure (a lock held by
-/// another process past the timeout, a full disk, a lost connection) would fail each of them
-/// alike, so all get it at once, without a retry apiece.
+/// Takes the oldest writes of `queue`, writes them in one run and settles each. When the
+/// run fails on one write's data, each is written again in a run of its own, so that only
+/// that one fails; any other failure (a lock held by another process past the timeout, a
+/// full disk, a lost connection) would fail each of them alike, so all get it at once,
+/// without a retry apiece.
 pub(crate) async fn write_in_runs<W: QueuedWrite, R: Runs<W>>(runs: &mut R, queue: &WriteQueue<W>) {
     let batch = queue.take();
     if batch.len() > 1 {
         match runs.run(&batch).await {
             Ok(outcomes) => {
                 for (queued, outcome) in batch.into_iter().zip(outcomes) {
-                    queue.settle_with(&queued);
                     queued.settle(Ok(outcome));
                 }
                 return;
@@ -452,9 +407,6 @@ pub(crate) async fn write_in_runs<W: QueuedWrite, R: Runs<W>>(runs: &mut R, queu
                 .pop()
                 .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a run of one said nothing")))
         });
-        if outcome.is_ok() {
-            queue.settle_with(&queued);
-        }
         queued.settle(outcome);
     }
 }
@@ -588,37 +540,6 @@ mod tests {
             queue.lanes.lock().unwrap().keys().collect::<Vec<_>>(),
             [&other],
             "a lane nobody holds or waits for is gone"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_update_decided_tells_the_waiting_updates_of_its_task_planned_from_its_version() {
-        let queue = UpdateQueue::default();
-        let (shared, other) = (task(), task());
-        let mut newer = shared.clone();
-        newer.version += 1;
-        let _decided = queue.join(update(&shared));
-        let mut stale = queue.join(update(&shared));
-        let _planned_later = queue.join(update(&newer));
-        let _other = queue.join(update(&other));
-        let run = queue.take();
-        assert_eq!(run.len(), 2);
-        queue.settle_with(&run[0]);
-        assert_eq!(
-            stale.outcome().await.ok(),
-            Some(false),
-            "told at once: plan again"
-        );
-        let waiting: Vec<(Uuid, i64)> = queue
-            .queued()
-            .writes
-            .iter()
-            .map(|queued| (queued.task_id(), queued.expected_version))
-            .collect();
-        assert_eq!(
-            waiting,
-            [(shared.id, newer.version)],
-            "planned from a later version"
         );
     }
 }
