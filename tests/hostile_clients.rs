@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, expect_problem, now, read_head};
 use futures_util::{StreamExt, stream};
 use key_server::{GatedKeyServer, JWKS, sign};
-use process::{ServerProcess, TestDatabase};
+use process::{ServerProcess, TestDatabase, metric_sample};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::{
@@ -55,32 +55,9 @@ fn json_lines(server: &ServerProcess) -> Vec<Value> {
         .collect()
 }
 
-/// The value of the sample `name` (with its labels, e.g. `x_total{status="503"}`) in a
-/// Prometheus text exposition; 0 when absent.
+/// The value of the sample `name` in the exposition; 0 when absent.
 fn sample(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().expect("a number"))
-}
-
-async fn scrape(server: &ServerProcess) -> String {
-    let response = reqwest::Client::new()
-        .get(server.url("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
-    response.text().await.expect("the exposition")
+    metric_sample(exposition, name).unwrap_or(0.0)
 }
 
 on_both_backends! {
@@ -241,7 +218,7 @@ on_both_backends! {
                 expect_problem(request.send().await.unwrap(), StatusCode::NOT_FOUND).await;
             assert_eq!(problem["detail"], "no such route", "{case}");
         }
-        let before = scrape(&server).await;
+        let before = server.scrape_metrics(METRICS_TOKEN).await;
 
         const FLOOD: usize = 300;
         let token = sign(
@@ -305,7 +282,7 @@ on_both_backends! {
         assert!(warnings <= 4, "{warnings} warnings for {FLOOD} refusals");
 
         // The counters moved with the flood.
-        let after = scrape(&server).await;
+        let after = server.scrape_metrics(METRICS_TOKEN).await;
         let refused = r#"http_responses_total{status="503"}"#;
         assert_eq!(sample(&after, refused) - sample(&before, refused), FLOOD as f64, "{after}");
         assert!(sample(&after, "jwks_fetch_failures_total") >= 1.0, "{after}");
@@ -375,7 +352,7 @@ on_both_backends! {
         assert_eq!(cancelled.len(), 1, "{cancelled:#?}\n{}", server.log());
         assert_eq!(cancelled[0]["status"], 499, "{cancelled:#?}");
         assert_eq!(cancelled[0]["cancelled"], true, "{cancelled:#?}");
-        let exposition = scrape(&server).await;
+        let exposition = server.scrape_metrics(METRICS_TOKEN).await;
         assert_eq!(sample(&exposition, r#"http_responses_total{status="499"}"#), 1.0);
     }
 }

@@ -14,7 +14,7 @@ mod process;
 use std::time::{Duration, Instant};
 
 use common::Backend;
-use process::{ServerProcess, TestDatabase};
+use process::{ServerProcess, TestDatabase, metric_sample};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -96,21 +96,9 @@ async fn login(
 
 /// The pool's counters from `/metrics`: hashes computed and hashes skipped since start-up.
 async fn hash_counters(server: &ServerProcess) -> (u64, u64) {
-    let response = client(Duration::from_secs(60))
-        .get(server.url("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = response.text().await.expect("metrics text");
+    let exposition = server.scrape_metrics(METRICS_TOKEN).await;
     let counter = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("{name} in /metrics"))
-            .trim()
-            .parse()
-            .expect("a count")
+        metric_sample(&exposition, name).unwrap_or_else(|| panic!("{name} in /metrics")) as u64
     };
     (
         counter("password_hashes_completed_total"),

@@ -301,6 +301,41 @@ impl Drop for ServerProcess {
 }
 
 impl ServerProcess {
+    /// `GET /metrics` with `token` as the bearer: the Prometheus text exposition (version
+    /// 0.0.4, which the `Content-Type` must say).
+    pub async fn scrape_metrics(&self, token: &str) -> String {
+        let response = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("HTTP client")
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        response.text().await.expect("the exposition")
+    }
+}
+
+/// The value of the sample `name` (with its labels, e.g. `x_total{status="503"}`) in a
+/// Prometheus text exposition; `None` when absent.
+pub fn metric_sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
+}
+
+impl ServerProcess {
     /// Starts the binary on `port` without waiting for it to serve: for runs that are meant
     /// to fail at start-up (a taken port, a refused setting).
     pub fn launch(database: &TestDatabase, port: u16, extra: &[(&str, &str)]) -> Self {
