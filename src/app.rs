@@ -47,7 +47,7 @@ use crate::{
     ops,
     server::{self, ConnectionLimits},
     storage::{self, Store},
-    tasks::{self, TaskService},
+    tasks::{self, TaskService, listing_cache::ListingCache},
 };
 
 /// What every handler can reach.
@@ -60,6 +60,8 @@ pub struct AppState {
     pub rate_limits: Arc<AuthRateLimits>,
     pub revocations: Arc<Revocations>,
     pub max_page_size: u32,
+    /// Listing bodies this instance answered, kept by the revision of their tasks.
+    pub listings: ListingCache,
     /// Counters for `/metrics` and the summarised refusal log.
     pub observer: Arc<Observer>,
     /// The task-event outbox: relay lag, live feeds.
@@ -118,8 +120,15 @@ impl Application {
         let passwords = PasswordHasher::start(&settings)?;
         let events = Events::new(store.clone(), settings.events.clone());
         let reminders_sent = Arc::new(AtomicU64::new(0));
+        let listings = ListingCache::new(settings.listing_cache_max_bytes);
         let observer = Arc::new(Observer::new(
-            metrics(&passwords, jwks.clone(), &events, &reminders_sent),
+            metrics(
+                &passwords,
+                jwks.clone(),
+                &events,
+                &reminders_sent,
+                &listings,
+            ),
             settings.metrics_token.clone(),
         ));
         RefusalLog::summarise_periodically(&observer.refusals);
@@ -137,6 +146,7 @@ impl Application {
             rate_limits: Arc::new(AuthRateLimits::new(&settings, store.attempt_limits())),
             revocations,
             max_page_size: settings.max_page_size,
+            listings,
             observer,
             events: events.clone(),
         };
@@ -219,6 +229,7 @@ fn metrics(
     jwks: Option<Arc<JwksVerifier>>,
     events: &Events,
     reminders_sent: &Arc<AtomicU64>,
+    listings: &ListingCache,
 ) -> Metrics {
     let mut metrics = Metrics::new();
     let hasher = passwords.clone();
@@ -267,6 +278,12 @@ fn metrics(
         "reminders_sent",
         "todo.task.reminder events this instance wrote",
         move || sent.load(Ordering::Relaxed),
+    );
+    let listings = listings.clone();
+    metrics.sample_counter(
+        "task_listings_from_cache",
+        "Task listings this instance answered with the body it kept, the tasks unchanged",
+        move || listings.answered(),
     );
     metrics
 }

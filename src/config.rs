@@ -91,6 +91,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Largest `page_size` a listing accepts.
     pub max_page_size: u32,
+    /// Bytes of listing bodies kept for answering again while their tasks are unchanged
+    /// (tasks/listing_cache.rs); 0: none kept.
+    pub listing_cache_max_bytes: u64,
     pub log_format: LogFormat,
     /// How long start-up keeps retrying an unreachable database (zero: one attempt).
     pub database_startup_timeout: Duration,
@@ -180,6 +183,7 @@ impl Settings {
             max_header_bytes: 128 * 1024,
             request_timeout: Duration::from_secs(30),
             max_page_size: 100,
+            listing_cache_max_bytes: 16 * 1024 * 1024,
             log_format: LogFormat::Text,
             database_startup_timeout: Duration::from_secs(30),
             migrate_on_start: true,
@@ -332,6 +336,10 @@ impl Settings {
         }
         if let Some(value) = get("MAX_PAGE_SIZE") {
             settings.max_page_size = parse_in_range("MAX_PAGE_SIZE", &value, 1, 1000)? as u32;
+        }
+        if let Some(value) = get("LISTING_CACHE_MAX_BYTES") {
+            settings.listing_cache_max_bytes =
+                parse_in_range("LISTING_CACHE_MAX_BYTES", &value, 0, 1 << 30)?;
         }
         if let Some(value) = get("DATABASE_STARTUP_TIMEOUT_SECONDS") {
             settings.database_startup_timeout = Duration::from_secs(parse_in_range(
@@ -741,6 +749,22 @@ mod tests {
             let error = parse(&[(name, value)]).unwrap_err();
             assert_eq!(error.variable, name, "{name}={value}");
             assert!(!error.to_string().contains("short-token"));
+        }
+    }
+
+    #[test]
+    fn the_listing_cache_takes_bytes_up_to_a_gibibyte_and_0_turns_it_off() {
+        assert_eq!(
+            parse(&[]).unwrap().listing_cache_max_bytes,
+            16 * 1024 * 1024
+        );
+        for (value, bytes) in [("0", 0), ("1", 1), ("1073741824", 1 << 30)] {
+            let settings = parse(&[("LISTING_CACHE_MAX_BYTES", value)]).unwrap();
+            assert_eq!(settings.listing_cache_max_bytes, bytes, "{value}");
+        }
+        for value in ["-1", "1073741825", "16MiB"] {
+            let error = parse(&[("LISTING_CACHE_MAX_BYTES", value)]).unwrap_err();
+            assert_eq!(error.variable, "LISTING_CACHE_MAX_BYTES", "{value:?}");
         }
     }
 

@@ -113,8 +113,9 @@ on_both_backends! {
                 }
             }
         }
-        let (page, total) = store.list_tasks(OWNER, &query("tag=work")).await.unwrap();
-        assert_eq!((page.len(), total), (20, (TASKS / 10) as u64), "the load is there");
+        let listing = store.list_tasks(OWNER, &query("tag=work"), None).await.unwrap();
+        let page = listing.tasks.expect("a page");
+        assert_eq!((page.len(), listing.total), (20, (TASKS / 10) as u64), "the load is there");
 
         for (listing, may_sort) in LISTINGS {
             let plan = store.explain_listing(OWNER, &query(listing)).await.unwrap();
@@ -126,6 +127,20 @@ on_both_backends! {
                     // conditions name parameters, not values.
                     assert!(text.contains("= $1"), "{listing}: not the generic plan\n{text}");
                     assert!(!text.contains("Seq Scan"), "{listing}: a sequential scan\n{text}");
+                    // A listing with the kept totals checks the owner's revision before it
+                    // reads the page (the listing cache); a counted one has no revision.
+                    let filters = query(listing);
+                    let kept = filters.q.is_none()
+                        && filters.priorities.is_empty()
+                        && filters.tags.is_empty()
+                        && filters.due_after.is_none()
+                        && filters.due_before.is_none()
+                        && filters.overdue.is_none();
+                    assert_eq!(
+                        text.contains("One-Time Filter"),
+                        kept,
+                        "{listing}: the revision check\n{text}"
+                    );
                     // The outer ORDER BY sorts the page's rows (at most a page); below the
                     // page's LIMIT nothing may sort.
                     let page = text.split_once("Limit").map_or("", |(_, page)| page);

@@ -150,6 +150,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "`100`",
     },
     Setting {
+        names: &["LISTING_CACHE_MAX_BYTES"],
+        meaning: "bytes of listing bodies each instance keeps, to answer a listing again while the owner's tasks are unchanged (the database checks that in the listing's own statement, so no write is ever missed); `0` keeps none. See [Listing cache](#listing-cache)",
+        default: "`16777216` (16 MiB)",
+    },
+    Setting {
         names: &["DATABASE_STARTUP_TIMEOUT_SECONDS"],
         meaning: "how long start-up retries an unreachable database (with backoff, logging each attempt) before exiting non-zero",
         default: "`30`",

@@ -100,6 +100,21 @@ pub struct Taken {
     pub email: bool,
 }
 
+/// What a listing read ([`Store::list_tasks`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing {
+    /// The page; `None` when the owner's tasks were still at the revision the caller knew,
+    /// and the page was not read.
+    pub tasks: Option<Vec<Task>>,
+    /// The tasks that match, on all pages.
+    pub total: u64,
+    /// The revision of the owner's tasks that `tasks` and `total` are of: a new value in the
+    /// transaction of every write to them, and never the same value twice. `None` for a
+    /// listing whose total is counted (filtered by more than `completed`), and for an owner
+    /// with no revision yet.
+    pub revision: Option<i64>,
+}
+
 /// What an update writes, decided from the task as it was.
 #[derive(Clone, Debug)]
 pub struct TaskUpdate {
@@ -192,12 +207,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new task and its `event` in one transaction.
     async fn insert_task(&self, task: &Task, event: &NewEvent) -> Result<(), StoreError>;
-    /// One page of the owner's tasks, and how many match in all.
+    /// One page of the owner's tasks, how many match in all, and the revision of the owner's
+    /// tasks the page is of; the page is not read when that revision is `known`.
     async fn list_tasks(
         &self,
         owner: &str,
         query: &ListQuery,
-    ) -> Result<(Vec<Task>, u64), StoreError>;
+        known: Option<i64>,
+    ) -> Result<Listing, StoreError>;
     /// The database's plan for the statement [`Store::list_tasks`] runs (on PostgreSQL the
     /// prepared statement's generic plan, `EXPLAIN QUERY PLAN` on SQLite), one line per row:
     /// for the benchmark and the tests that check a listing stays an index scan however many
@@ -454,10 +471,37 @@ fn push_filters<'q, DB, Time>(
     }
 }
 
-/// Appends `SELECT <total> AS total …`: the number of the owner's tasks the listing's filters
-/// keep. With no filter but `completed` it is read from the owner's row of `task_counts`,
-/// which triggers keep in the transaction of every write to `tasks` (the migration
-/// `20261130120000_task_counts`), instead of counted from the owner's rows.
+/// Whether the listing's total is read from the owner's row of `task_counts` (filtered by
+/// nothing but `completed`), with the revision of the owner's tasks, rather than counted.
+fn reads_kept_total(query: &ListQuery) -> bool {
+    // Every field named, so that a new filter cannot be missed here.
+    let ListQuery {
+        page: _,
+        page_size: _,
+        sort_by: _,
+        sort_order: _,
+        completed: _,
+        q,
+        priorities,
+        tags,
+        due_after,
+        due_before,
+        overdue,
+    } = query;
+    q.is_none()
+        && priorities.is_empty()
+        && tags.is_empty()
+        && due_after.is_none()
+        && due_before.is_none()
+        && overdue.is_none()
+}
+
+/// Appends `SELECT <total> AS total, <revision> AS revision …`: the number of the owner's
+/// tasks the listing's filters keep, and the revision of the owner's tasks. With no filter
+/// but `completed` both are read from the owner's row of `task_counts`, which triggers keep in
+/// the transaction of every write to `tasks` (the migrations `20261130120000_task_counts` and
+/// `20261202000000_task_revisions`), instead of counted from the owner's rows; otherwise the
+/// revision is NULL.
 fn push_total<'q, DB, Time>(
     builder: &mut sqlx::QueryBuilder<'q, DB>,
     dialect: Dialect,
@@ -471,39 +515,53 @@ fn push_total<'q, DB, Time>(
     i16: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Time: sqlx::Encode<'q, DB> + sqlx::Type<DB> + 'q,
 {
-    // Every field named, so that a new filter cannot be missed here.
-    let ListQuery {
-        page: _,
-        page_size: _,
-        sort_by: _,
-        sort_order: _,
-        completed,
-        q,
-        priorities,
-        tags,
-        due_after,
-        due_before,
-        overdue,
-    } = query;
-    let kept = q.is_none()
-        && priorities.is_empty()
-        && tags.is_empty()
-        && due_after.is_none()
-        && due_before.is_none()
-        && overdue.is_none();
-    if !kept {
-        builder.push("SELECT count(*) AS total");
+    if !reads_kept_total(query) {
+        // A count has no revision: such a listing is read every time.
+        builder.push(match dialect {
+            Dialect::Postgres => "SELECT count(*) AS total, CAST(NULL AS BIGINT) AS revision",
+            Dialect::Sqlite => "SELECT count(*) AS total, NULL AS revision",
+        });
         push_filters(builder, dialect, owner, query, time);
         return;
     }
-    builder.push(match completed {
-        None => "SELECT coalesce((SELECT tasks",
-        Some(true) => "SELECT coalesce((SELECT completed",
-        Some(false) => "SELECT coalesce((SELECT tasks - completed",
+    // One row whether or not the owner has a counts row (none yet: no tasks, no revision).
+    builder.push(match query.completed {
+        None => "SELECT coalesce(counts.tasks",
+        Some(true) => "SELECT coalesce(counts.completed",
+        Some(false) => "SELECT coalesce(counts.tasks - counts.completed",
     });
-    builder.push(" FROM task_counts WHERE user_id = ");
+    builder.push(
+        ", 0) AS total, counts.revision FROM (SELECT 1) AS one \
+         LEFT JOIN task_counts AS counts ON counts.user_id = ",
+    );
     builder.push_bind(owner.to_owned());
-    builder.push("), 0) AS total");
+}
+
+/// Appends the condition on which the listing reads its page, `prefix` first: always, unless
+/// the owner's tasks are still at `known`, the revision the caller has the page of
+/// (`counted.revision`, read by the same statement from the kept totals). It names none of
+/// the page's columns, so the database evaluates it once, before reading any task (a
+/// one-time filter on PostgreSQL, a `CASE` around the page's subquery on SQLite). Nothing,
+/// and `false`, for a listing whose total is counted: it has no revision, and its plan stays
+/// as it was.
+fn push_unless_known<'q, DB>(
+    builder: &mut sqlx::QueryBuilder<'q, DB>,
+    prefix: &str,
+    query: &ListQuery,
+    known: Option<i64>,
+) -> bool
+where
+    DB: sqlx::Database,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if !reads_kept_total(query) {
+        return false;
+    }
+    builder.push(prefix);
+    builder.push("coalesce(counted.revision <> ");
+    builder.push_bind(known);
+    builder.push(", TRUE)");
+    true
 }
 
 /// Appends ` LIMIT … OFFSET …` for the listing's page.

@@ -17,13 +17,14 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
-    TaskEvent,
+    BACKFILL_BATCH, Dialect, EventBacklog, Listing, PlanUpdate, RELAY_LEASE, Store, StoreError,
+    Taken, TaskEvent,
     group_commit::{
         self, Create, CreateQueue, Leads, QueuedCreate, QueuedUpdate, Runs, Update, UpdateQueue,
     },
     limits::{Admission, AttemptLimits, LimitKey, gcra_parameters, refusal},
-    order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
+    order_by, push_filters, push_page, push_total, push_unless_known, task_columns,
+    warn_email_collision,
 };
 use crate::{
     auth::{
@@ -304,11 +305,12 @@ fn one_task(row: Option<TaskRow>) -> Result<Option<Task>, StoreError> {
     row.map(Task::try_from).transpose()
 }
 
-/// A row of the listing: a task of the page (`None` for the one row of an empty page, whose
-/// task columns are NULL) and the total of matching tasks.
+/// A row of the listing: a task of the page (`None` for the one row of an empty or unread
+/// page, whose task columns are NULL), the total of matching tasks and their revision.
 struct ListingRow {
     task: Option<TaskRow>,
     total: i64,
+    revision: Option<i64>,
 }
 
 /// Read by position, in [`task_columns!`] order (then the listing's `total`):
@@ -347,6 +349,7 @@ impl<'r> FromRow<'r, PgRow> for ListingRow {
         Ok(Self {
             task: id.map(|_| TaskRow::from_row(row)).transpose()?,
             total: row.try_get_unchecked(15)?,
+            revision: row.try_get_unchecked(16)?,
         })
     }
 }
@@ -385,10 +388,15 @@ fn listing_statement(
     prefix: &str,
     owner: &str,
     query: &ListQuery,
+    known: Option<i64>,
 ) -> sqlx::QueryBuilder<'static, Postgres> {
     let order = order_by(query, Dialect::Postgres);
     let mut listing = sqlx::QueryBuilder::new(format!(
-        concat!("{}SELECT ", task_columns!(), ", counted.total FROM ("),
+        concat!(
+            "{}SELECT ",
+            task_columns!(),
+            ", counted.total, counted.revision FROM ("
+        ),
         prefix
     ));
     push_total(&mut listing, Dialect::Postgres, owner, query, |t| t);
@@ -399,6 +407,7 @@ fn listing_statement(
         ", title_key"
     ));
     push_filters(&mut listing, Dialect::Postgres, owner, query, |t| t);
+    push_unless_known(&mut listing, " AND ", query, known);
     listing.push(&order);
     push_page(&mut listing, query);
     listing.push(") AS page ON true");
@@ -415,7 +424,7 @@ async fn generic_plan(
 ) -> Result<Vec<String>, StoreError> {
     // The statement is prepared by name on a connection of its own (then closed), so nothing
     // is left behind in the pool's connections.
-    let mut listing = listing_statement("", owner, query);
+    let mut listing = listing_statement("", owner, query, None);
     let prepare = format!("PREPARE todo_listing_plan AS {}", listing.sql());
     let arguments = sqlx::Execute::take_arguments(&mut listing.build())
         .map_err(sqlx::Error::Encode)?
@@ -772,8 +781,9 @@ impl Store for PostgresStore {
         &self,
         owner: &str,
         query: &ListQuery,
-    ) -> Result<(Vec<Task>, u64), StoreError> {
-        let mut listing = listing_statement("", owner, query);
+        known: Option<i64>,
+    ) -> Result<Listing, StoreError> {
+        let mut listing = listing_statement("", owner, query, known);
         let mut session = self.session().await?;
         let rows: Vec<ListingRow> = listing
             .build_query_as()
@@ -781,12 +791,23 @@ impl Store for PostgresStore {
             .fetch_all(session.conn())
             .await?;
         session.finish().await?;
-        let total = rows.first().map_or(0, |row| row.total.max(0) as u64);
-        let tasks = rows
-            .into_iter()
-            .filter_map(|row| row.task.map(Task::try_from))
-            .collect::<Result<_, _>>()?;
-        Ok((tasks, total))
+        let (total, revision) = rows
+            .first()
+            .map_or((0, None), |row| (row.total.max(0) as u64, row.revision));
+        let tasks = if known.is_some() && revision == known {
+            None
+        } else {
+            Some(
+                rows.into_iter()
+                    .filter_map(|row| row.task.map(Task::try_from))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        Ok(Listing {
+            tasks,
+            total,
+            revision,
+        })
     }
 
     async fn explain_listing(
@@ -796,7 +817,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<String>, StoreError> {
         if !self.persistent {
             // Unnamed statements are planned for their values each time: that plan.
-            let mut listing = listing_statement("EXPLAIN ", owner, query);
+            let mut listing = listing_statement("EXPLAIN ", owner, query, None);
             let mut session = self.session().await?;
             let lines: Vec<(String,)> = listing
                 .build_query_as()

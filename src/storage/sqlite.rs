@@ -23,14 +23,15 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    BACKFILL_BATCH, Dialect, EventBacklog, PlanUpdate, RELAY_LEASE, Store, StoreError, Taken,
-    TaskEvent,
+    BACKFILL_BATCH, Dialect, EventBacklog, Listing, PlanUpdate, RELAY_LEASE, Store, StoreError,
+    Taken, TaskEvent,
     group_commit::{
         self, Create, CreateQueue, Leads, QueuedCreate, QueuedUpdate, QueuedWrite, Runs, Update,
         UpdateQueue, WriteQueue,
     },
     limits::{AttemptLimits, MemoryLimits},
-    order_by, push_filters, push_page, push_total, task_columns, warn_email_collision,
+    order_by, push_filters, push_page, push_total, push_unless_known, task_columns,
+    warn_email_collision,
 };
 use crate::{
     auth::{
@@ -885,19 +886,32 @@ impl Store for SqliteStore {
         &self,
         owner: &str,
         query: &ListQuery,
-    ) -> Result<(Vec<Task>, u64), StoreError> {
+        known: Option<i64>,
+    ) -> Result<Listing, StoreError> {
         // One statement and one row: sqlx hands each SQLite row from the connection's thread
         // to the caller separately, which costs more than the query, so the page comes back
         // as a JSON array, together with the count.
-        let mut listing = listing_statement("", owner, query);
-        let (total, page): (i64, String) = listing.build_query_as().fetch_one(&self.pool).await?;
-        let rows: Vec<TaskRow> =
-            serde_json::from_str(&page).map_err(|error| StoreError::Other(error.into()))?;
-        let tasks = rows
-            .into_iter()
-            .map(Task::try_from)
-            .collect::<Result<_, _>>()?;
-        Ok((tasks, total.max(0) as u64))
+        let mut listing = listing_statement("", owner, query, known);
+        let (total, revision, page): (i64, Option<i64>, Option<String>) =
+            listing.build_query_as().fetch_one(&self.pool).await?;
+        let tasks = match page {
+            // Not read: the owner's tasks are still at `known`.
+            None => None,
+            Some(page) => {
+                let rows: Vec<TaskRow> =
+                    serde_json::from_str(&page).map_err(|error| StoreError::Other(error.into()))?;
+                Some(
+                    rows.into_iter()
+                        .map(Task::try_from)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+        };
+        Ok(Listing {
+            tasks,
+            total: total.max(0) as u64,
+            revision,
+        })
     }
 
     async fn explain_listing(
@@ -905,7 +919,7 @@ impl Store for SqliteStore {
         owner: &str,
         query: &ListQuery,
     ) -> Result<Vec<String>, StoreError> {
-        let mut listing = listing_statement("EXPLAIN QUERY PLAN ", owner, query);
+        let mut listing = listing_statement("EXPLAIN QUERY PLAN ", owner, query, None);
         let rows: Vec<(i64, i64, i64, String)> =
             listing.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|(.., detail)| detail).collect())
@@ -1148,14 +1162,17 @@ fn listing_statement(
     prefix: &str,
     owner: &str,
     query: &ListQuery,
+    known: Option<i64>,
 ) -> sqlx::QueryBuilder<'static, Sqlite> {
     let order = order_by(query, Dialect::Sqlite);
-    let mut listing = sqlx::QueryBuilder::new(format!("{prefix}SELECT ("));
-    push_total(&mut listing, Dialect::Sqlite, owner, query, |t| {
-        t.timestamp_millis()
-    });
+    let mut listing =
+        sqlx::QueryBuilder::new(format!("{prefix}SELECT counted.total, counted.revision, "));
+    // The page's subquery is not correlated, so SQLite runs it where it stands: only when
+    // the condition holds.
+    let conditional = push_unless_known(&mut listing, "CASE WHEN ", query, known);
+    listing.push(if conditional { " THEN " } else { "" });
     listing.push(
-        "), (SELECT json_group_array(json_object(
+        "(SELECT json_group_array(json_object(
             'id', id, 'user_id', user_id, 'title', title, 'description', description,
             'completed', json(iif(completed, 'true', 'false')),
             'created_at', created_at, 'updated_at', updated_at, 'version', version,
@@ -1170,7 +1187,12 @@ fn listing_statement(
     });
     listing.push(&order);
     push_page(&mut listing, query);
-    listing.push("))");
+    listing.push(if conditional { ")) END" } else { "))" });
+    listing.push(" FROM (");
+    push_total(&mut listing, Dialect::Sqlite, owner, query, |t| {
+        t.timestamp_millis()
+    });
+    listing.push(") AS counted");
     listing
 }
 

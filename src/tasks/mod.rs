@@ -3,6 +3,7 @@
 //! [`crate::events`]).
 
 pub mod domain;
+pub mod listing_cache;
 pub mod planning;
 pub mod reminders;
 mod routes;
@@ -12,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 
-pub use service::TaskService;
+pub use service::{Listed, TaskService};
 
 pub fn router() -> OpenApiRouter<AppState> {
     routes::router()

@@ -14,10 +14,21 @@ use crate::{
         record::{EventType, NewEvent},
     },
     extract::IfMatch,
-    storage::{Store, TaskUpdate, to_completion},
+    storage::{Listing, Store, TaskUpdate, to_completion},
 };
 
 const TASK_NOT_FOUND: ApiError = ApiError::NotFound("no such task");
+
+/// What [`TaskService::list`] found.
+pub enum Listed {
+    /// The owner's tasks are still at the revision the caller knew: its page is current.
+    Unchanged,
+    /// The page, and the revision of the owner's tasks it is of, if it has one.
+    Page {
+        page: TaskPage,
+        revision: Option<i64>,
+    },
+}
 
 #[derive(Clone)]
 pub struct TaskService {
@@ -61,9 +72,27 @@ impl TaskService {
         Ok(task)
     }
 
-    pub async fn list(&self, owner: &str, query: &ListQuery) -> Result<TaskPage, ApiError> {
-        let (items, total) = self.store.list_tasks(owner, query).await?;
-        Ok(TaskPage::new(items, total, query))
+    /// One page of the owner's tasks, and the revision of the owner's tasks it is of (see
+    /// [`Listing::revision`]); [`Listed::Unchanged`] when they are still at `known`, the
+    /// revision of a page the caller has.
+    pub async fn list(
+        &self,
+        owner: &str,
+        query: &ListQuery,
+        known: Option<i64>,
+    ) -> Result<Listed, ApiError> {
+        let Listing {
+            tasks,
+            total,
+            revision,
+        } = self.store.list_tasks(owner, query, known).await?;
+        Ok(match tasks {
+            None => Listed::Unchanged,
+            Some(items) => Listed::Page {
+                page: TaskPage::new(items, total, query),
+                revision,
+            },
+        })
     }
 
     pub async fn get(&self, owner: &str, id: Uuid) -> Result<Task, ApiError> {
