@@ -662,6 +662,71 @@ impl Watch<'_> {
     }
 }
 
+on_both_backends! {
+    /// Writes that reach the database without the service, by hand in SQL, give the owner's
+    /// tasks a new revision too (the triggers), and so does emptying the table at once.
+    async fn a_write_by_hand_in_sql_shows_in_the_next_listing(backend: Backend) {
+        let app = caching_instance(backend).await;
+        let reference = another_instance(&app, 0).await;
+        let alice = app.signup("alice").await;
+        seed(&app, &alice).await;
+
+        let cached = listed_twice(&app, &alice, "", "before the UPDATE").await;
+        app.run_sql(&format!(
+            "UPDATE tasks SET title = 'renamed in SQL' WHERE user_id = '{}'",
+            alice.id
+        ))
+        .await;
+        assert_shows(&app, &reference, &alice, "", &cached, "an UPDATE in SQL").await;
+
+        let cached = listed_twice(&app, &alice, "", "before emptying the table").await;
+        app.run_sql(match backend {
+            Backend::Postgres => "TRUNCATE tasks CASCADE",
+            Backend::Sqlite => "DELETE FROM tasks",
+        })
+        .await;
+        assert_shows(&app, &reference, &alice, "", &cached, "emptying the table").await;
+        assert_eq!(list(&app, &alice, "").await.json()["total"], 0);
+    }
+
+    /// Concurrent writes of several owners go in one run, one statement for all of them
+    /// (storage/group_commit.rs): each owner's tasks get a new revision.
+    async fn writes_of_several_owners_in_one_run_show_in_each_owners_next_listing(
+        backend: Backend
+    ) {
+        let app = caching_instance(backend).await;
+        let reference = another_instance(&app, 0).await;
+        let alice = app.signup("alice").await;
+        let bob = app.signup("bob").await;
+        let alices = seed(&app, &alice).await;
+        let bobs = seed(&app, &bob).await;
+
+        for (round, method) in [Method::POST, Method::PATCH].into_iter().enumerate() {
+            let cached_alice = listed_twice(&app, &alice, "", "alice, before the run").await;
+            let cached_bob = listed_twice(&app, &bob, "", "bob, before the run").await;
+            let mut requests = Vec::new();
+            for (user, tasks) in [(&alice, &alices), (&bob, &bobs)] {
+                for task in tasks.iter().take(3) {
+                    let title = json!({"title": format!("run {round} of {}", user.username)});
+                    requests.push(if method == Method::POST {
+                        app.authed(Method::POST, &TestApp::tasks_path(user), &user.token)
+                            .json(&title)
+                    } else {
+                        let path = TestApp::task_path(user, id_of(task));
+                        app.authed(Method::PATCH, &path, &user.token).json(&title)
+                    });
+                }
+            }
+            for response in Blocker::send_meanwhile(&app, requests).await {
+                assert!(response.status().is_success(), "{method}: {}", response.status());
+            }
+            let what = format!("a run of {method}s of both owners");
+            assert_shows(&app, &reference, &alice, "", &cached_alice, &what).await;
+            assert_shows(&app, &reference, &bob, "", &cached_bob, &what).await;
+        }
+    }
+}
+
 /// Asserts that `cached`'s listing of `query`, which was `before` from its cache, shows a
 /// write made through `writer`: it is fresh (not counted as from the cache), differs from
 /// `before`, and is the writer's own listing.

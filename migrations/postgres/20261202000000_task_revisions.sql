@@ -1,15 +1,20 @@
 -- Each owner's task set gets a new revision in the transaction of every write to its tasks:
 -- a listing whose owner's revision equals the one an instance cached its answer at may answer
--- that again (src/tasks/listing_cache.rs). Drawn from a sequence, so a revision is never
--- drawn twice, even for an owner whose row was deleted (an account deletion) and made again.
-CREATE SEQUENCE task_revisions;
+-- that again (src/tasks/listing_cache.rs). A random 63-bit value rather than a sequence: a
+-- sequence can go back (a point-in-time restore, a failover that loses its last values, a
+-- setval) and draw again a value an instance still holds a body of; two random draws agree
+-- once in 2^63. Also new for an owner whose row was deleted (an account deletion) and made
+-- again.
+CREATE FUNCTION task_revision() RETURNS BIGINT LANGUAGE sql VOLATILE AS $$
+    SELECT (floor(random() * 2147483648)::BIGINT << 32) | floor(random() * 4294967296)::BIGINT
+$$;
 
-ALTER TABLE task_counts ADD COLUMN revision BIGINT NOT NULL DEFAULT nextval('task_revisions');
+ALTER TABLE task_counts ADD COLUMN revision BIGINT NOT NULL DEFAULT task_revision();
 
 CREATE OR REPLACE FUNCTION task_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO task_counts (user_id, tasks, completed, revision)
-    SELECT user_id, count(*), count(*) FILTER (WHERE completed), nextval('task_revisions')
+    SELECT user_id, count(*), count(*) FILTER (WHERE completed), task_revision()
       FROM inserted GROUP BY user_id
      ORDER BY user_id
     ON CONFLICT (user_id) DO UPDATE
@@ -41,7 +46,7 @@ BEGIN
           FROM moves GROUP BY user_id
     )
     INSERT INTO task_counts (user_id, tasks, completed, revision)
-    SELECT user_id, tasks, completed, nextval('task_revisions') FROM per_owner ORDER BY user_id
+    SELECT user_id, tasks, completed, task_revision() FROM per_owner ORDER BY user_id
     ON CONFLICT (user_id) DO UPDATE
        SET tasks = task_counts.tasks + excluded.tasks,
            completed = task_counts.completed + excluded.completed,
@@ -58,10 +63,21 @@ BEGIN
     UPDATE task_counts
        SET tasks = task_counts.tasks - gone.tasks,
            completed = task_counts.completed - gone.completed,
-           revision = nextval('task_revisions')
+           revision = task_revision()
       FROM (SELECT user_id, count(*) AS tasks, count(*) FILTER (WHERE completed) AS completed
               FROM deleted GROUP BY user_id) AS gone
      WHERE task_counts.user_id = gone.user_id;
     RETURN NULL;
 END
 $$;
+
+-- TRUNCATE fires no row or statement trigger of the three above: every owner's tasks are gone.
+CREATE FUNCTION task_counts_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_counts SET tasks = 0, completed = 0, revision = task_revision();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER task_counts_truncate AFTER TRUNCATE ON tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION task_counts_truncated();

@@ -108,10 +108,9 @@ pub struct Listing {
     pub tasks: Option<Vec<Task>>,
     /// The tasks that match, on all pages.
     pub total: u64,
-    /// The revision of the owner's tasks that `tasks` and `total` are of: a new value in the
-    /// transaction of every write to them, and never the same value twice. `None` for a
-    /// listing whose total is counted (filtered by more than `completed`), and for an owner
-    /// with no revision yet.
+    /// The revision of the owner's tasks that `tasks` and `total` are of: a new random value
+    /// in the transaction of every write to them. `None` for a listing whose total is counted
+    /// (filtered by more than `completed`), and for an owner with no revision yet.
     pub revision: Option<i64>,
 }
 
@@ -471,31 +470,6 @@ fn push_filters<'q, DB, Time>(
     }
 }
 
-/// Whether the listing's total is read from the owner's row of `task_counts` (filtered by
-/// nothing but `completed`), with the revision of the owner's tasks, rather than counted.
-fn reads_kept_total(query: &ListQuery) -> bool {
-    // Every field named, so that a new filter cannot be missed here.
-    let ListQuery {
-        page: _,
-        page_size: _,
-        sort_by: _,
-        sort_order: _,
-        completed: _,
-        q,
-        priorities,
-        tags,
-        due_after,
-        due_before,
-        overdue,
-    } = query;
-    q.is_none()
-        && priorities.is_empty()
-        && tags.is_empty()
-        && due_after.is_none()
-        && due_before.is_none()
-        && overdue.is_none()
-}
-
 /// Appends `SELECT <total> AS total, <revision> AS revision …`: the number of the owner's
 /// tasks the listing's filters keep, and the revision of the owner's tasks. With no filter
 /// but `completed` both are read from the owner's row of `task_counts`, which triggers keep in
@@ -515,7 +489,7 @@ fn push_total<'q, DB, Time>(
     i16: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Time: sqlx::Encode<'q, DB> + sqlx::Type<DB> + 'q,
 {
-    if !reads_kept_total(query) {
+    if !query.filters_only_completed() {
         // A count has no revision: such a listing is read every time.
         builder.push(match dialect {
             Dialect::Postgres => "SELECT count(*) AS total, CAST(NULL AS BIGINT) AS revision",
@@ -554,7 +528,7 @@ where
     DB: sqlx::Database,
     Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    if !reads_kept_total(query) {
+    if !query.filters_only_completed() {
         return false;
     }
     builder.push(prefix);

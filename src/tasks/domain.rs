@@ -647,6 +647,34 @@ pub struct ListQuery {
     pub overdue: Option<Overdue>,
 }
 
+impl ListQuery {
+    /// Whether the listing filters by nothing but `completed`: its total is then read from
+    /// the owner's kept totals, with the revision of the owner's tasks (storage, `push_total`),
+    /// and its body may be kept (tasks/listing_cache.rs). Any other filter's total is counted.
+    pub fn filters_only_completed(&self) -> bool {
+        // Every field named, so that a new filter cannot be missed here.
+        let Self {
+            page: _,
+            page_size: _,
+            sort_by: _,
+            sort_order: _,
+            completed: _,
+            q,
+            priorities,
+            tags,
+            due_after,
+            due_before,
+            overdue,
+        } = self;
+        q.is_none()
+            && priorities.is_empty()
+            && tags.is_empty()
+            && due_after.is_none()
+            && due_before.is_none()
+            && overdue.is_none()
+    }
+}
+
 /// The `overdue` filter, with the time it was asked at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Overdue {

@@ -25,10 +25,8 @@ pub struct Cached {
     pub body: Bytes,
 }
 
-/// What a body depends on, with the revision: the owner and the query's paging and order.
-/// Filters are not in it: a filtered listing is never kept, and when it finds the unfiltered
-/// listing's entry under its key, the database still reads its page, because a filtered
-/// listing has no revision to match.
+/// What a body depends on, with the revision: the owner, the query's paging and order, and
+/// `completed`, the one filter of a kept listing ([`ListQuery::filters_only_completed`]).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ListingKey {
     owner: String,

@@ -139,8 +139,11 @@ async fn list_tasks(
     let query = ListQuery::parse(params, state.max_page_size)?;
     // The body this instance answered last for this listing, if it kept it: the database
     // says whether the owner's tasks are still at its revision (tasks/listing_cache.rs).
-    let key = ListingKey::new(&owner.user_id, &query);
-    let cached = state.listings.get(&key);
+    // Only a listing filtered by nothing but `completed` has a revision to compare.
+    let key = query
+        .filters_only_completed()
+        .then(|| ListingKey::new(&owner.user_id, &query));
+    let cached = key.as_ref().and_then(|key| state.listings.get(key));
     let known = cached.as_ref().map(|cached| cached.revision);
     match (
         state.tasks.list(&owner.user_id, &query, known).await?,
@@ -155,7 +158,7 @@ async fn list_tasks(
         ))),
         (Listed::Page { page, revision }, _) => {
             let body = Bytes::from(to_json(&page, 256 + TASK_JSON_BYTES * page.items.len())?);
-            if let Some(revision) = revision {
+            if let (Some(key), Some(revision)) = (key, revision) {
                 let body = body.clone();
                 state.listings.insert(key, Cached { revision, body });
             }
