@@ -383,7 +383,9 @@ impl From<UserRow> for UserCredentials {
 /// snapshot: the page and its total cannot disagree however writes interleave, and one round
 /// trip instead of two. The count is the outer side of a LATERAL join, so a page past the end
 /// still returns it (one row of NULL task columns). The outer ORDER BY repeats the page's,
-/// because a join's output order is otherwise unspecified.
+/// because a join's output order is otherwise unspecified. With the kept totals, the page is
+/// not read when the owner's revision is `known` (one row of NULL task columns again), from
+/// the same snapshot as the page would be.
 fn listing_statement(
     prefix: &str,
     owner: &str,

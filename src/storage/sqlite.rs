@@ -1157,7 +1157,9 @@ impl Store for SqliteStore {
     }
 }
 
-/// The listing's one statement, after `prefix` (empty, or `EXPLAIN QUERY PLAN `).
+/// The listing's one statement, after `prefix` (empty, or `EXPLAIN QUERY PLAN `): the total,
+/// the owner's revision, and the page as one JSON array, which is NULL when the owner's
+/// revision is `known` (only with the kept totals).
 fn listing_statement(
     prefix: &str,
     owner: &str,
