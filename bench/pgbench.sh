@@ -52,12 +52,6 @@ source "$BENCH_DIR/../scripts/lib/service.sh"
 LUA_SCRIPT="$BENCH_DIR/request.lua"
 BIN=""
 
-PG_CREATED=0
-on_cleanup() {
-    if ((PG_CREATED)); then
-        psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-}
 install_cleanup
 
 # wrk_rate PATH: requests/s of the service on PATH, or a failure on any error.
@@ -78,9 +72,7 @@ build_release
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/todo-pgbench.XXXXXX")
 SERVICE_NAME=service
 SERVICE_HEALTH_TIMEOUT=60
-psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
-psql_admin -c "CREATE DATABASE $PG_DB" >/dev/null
-PG_CREATED=1
+create_scratch_database
 DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$PG_DB"
 start_server "$DATABASE_URL" BETTER_AUTH_SECRET="$BENCH_SECRET" \
     AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_ACCOUNT=0

@@ -62,12 +62,6 @@ LUA_SCRIPT="$BENCH_DIR/request.lua"
 REFERENCE_DIR="$BENCH_DIR/reference"
 BIN=""
 
-PG_CREATED=0
-on_cleanup() {
-    if ((PG_CREATED)); then
-        psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-}
 install_cleanup
 
 # ensure_venv: VENV_DIR holds bench/reference/requirements.txt as pinned there; made or
@@ -141,9 +135,7 @@ build_release
 ensure_venv
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/todo-reference.XXXXXX")
 SERVICE_NAME=service
-psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
-psql_admin -c "CREATE DATABASE $PG_DB" >/dev/null
-PG_CREATED=1
+create_scratch_database
 start_server "postgres://$PG_USER@$PG_HOST:$PG_PORT/$PG_DB" BETTER_AUTH_SECRET="$BENCH_SECRET" \
     AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_ACCOUNT=0
 signup bench_user bench_user@example.com bench-password-123

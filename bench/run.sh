@@ -66,8 +66,10 @@ BENCH_PASSWORD="bench-password-123"
 # ENDPOINTS: which runs, in this order (default all four), e.g. ENDPOINTS="create".
 read -ra ENDPOINTS <<<"${ENDPOINTS:-list get create login}"
 UPDATE_TASKS=${UPDATE_TASKS:-100}
-[[ "$UPDATE_TASKS" =~ ^[0-9]+$ ]] && ((UPDATE_TASKS >= 1 && UPDATE_TASKS <= 100)) ||
-    { echo "error: UPDATE_TASKS must be 1 to 100" >&2; exit 2; }
+if ! [[ "$UPDATE_TASKS" =~ ^[0-9]+$ ]] || ((UPDATE_TASKS < 1 || UPDATE_TASKS > 100)); then
+    echo "error: UPDATE_TASKS must be 1 to 100" >&2
+    exit 2
+fi
 for endpoint in "${ENDPOINTS[@]}"; do
     case "$endpoint" in
         list | get | create | update | login) ;;

@@ -57,12 +57,6 @@ source "$BENCH_DIR/../scripts/lib/service.sh"
 LUA_SCRIPT="$BENCH_DIR/request.lua"
 BIN=""
 
-PG_CREATED=0
-on_cleanup() {
-    if ((PG_CREATED)); then
-        psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-}
 install_cleanup
 
 
@@ -175,9 +169,7 @@ run_database() {
     case "$DB" in
         sqlite) DATABASE_URL="sqlite://$WORK_DIR/todo.db" ;;
         postgres)
-            psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
-            psql_admin -c "CREATE DATABASE $PG_DB" >/dev/null
-            PG_CREATED=1
+            create_scratch_database
             DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$PG_DB"
             ;;
     esac
@@ -216,8 +208,7 @@ run_database() {
     stop_server
     if [[ "$DB" == postgres ]]; then
         log "postgres: $(psql_bench -tAc "SELECT pg_size_pretty(pg_database_size('$PG_DB'))")"
-        psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
-        PG_CREATED=0
+        drop_scratch_database
     else
         log "sqlite: $(du -sh "$WORK_DIR" | cut -f1)"
         rm -f -- "$WORK_DIR"/todo.db*

@@ -50,8 +50,9 @@ stop_server() {
     stop_pid "$pid"
 }
 
-# The EXIT trap: stops BACKGROUND_PIDS, then the server; runs the script's on_cleanup, if it
-# defines one; removes WORK_DIR; exits with the script's status.
+# The EXIT trap: stops BACKGROUND_PIDS, then the server; drops the scratch database, if any;
+# runs the script's on_cleanup, if it defines one; removes WORK_DIR; exits with the script's
+# status.
 cleanup() {
     local status=$? pid
     trap - EXIT INT TERM
@@ -59,6 +60,7 @@ cleanup() {
         stop_pid "$pid"
     done
     stop_server
+    drop_scratch_database 2>/dev/null || true
     if declare -F on_cleanup >/dev/null; then
         on_cleanup
     fi
@@ -221,6 +223,22 @@ start_server() {
 psql_admin() {
     PGOPTIONS="-c client_min_messages=warning" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
         -d postgres -X -q -v ON_ERROR_STOP=1 "$@"
+}
+
+# create_scratch_database: drops PG_DB if it exists and creates it empty; cleanup drops it
+# again on exit.
+SCRATCH_DATABASE=""
+create_scratch_database() {
+    psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
+    psql_admin -c "CREATE DATABASE $PG_DB" >/dev/null
+    SCRATCH_DATABASE=$PG_DB
+}
+
+# drop_scratch_database: drops the database create_scratch_database made, now.
+drop_scratch_database() {
+    [[ -n "$SCRATCH_DATABASE" ]] || return 0
+    psql_admin -c "DROP DATABASE IF EXISTS $SCRATCH_DATABASE WITH (FORCE)" >/dev/null
+    SCRATCH_DATABASE=""
 }
 
 # psql_bench ARGS...: the same on the scratch database PG_DB.
