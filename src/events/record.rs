@@ -8,12 +8,12 @@
 //! the CloudEvent is assembled when an event is read, identically every time, so a retry
 //! carries the same `id` and the same bytes.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::tasks::domain::Task;
+use crate::tasks::{domain::Task, planning::rfc3339_millis_text};
 
 /// The `type` of a task event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +149,7 @@ impl StoredEvent {
     /// put it after `…:30.123Z`).
     pub fn to_json(&self) -> anyhow::Result<Value> {
         let mut json = serde_json::to_value(self.to_cloudevent()?)?;
-        json["time"] = Value::String(self.time.to_rfc3339_opts(SecondsFormat::Millis, true));
+        json["time"] = Value::String(rfc3339_millis_text(&self.time));
         Ok(json)
     }
 }

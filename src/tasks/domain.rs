@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub use super::planning::{Priority, Recurrence, Tag, Tags};
-use super::planning::{parse_timestamp, rfc3339_millis_opt};
+use super::planning::{parse_timestamp, rfc3339_millis_opt, rfc3339_millis_text};
 use crate::{
     error::{ApiError, FieldError},
     extract::{Field, JsonObject},
@@ -119,7 +119,7 @@ pub fn rfc3339_millis<S: Serializer>(
     time: &DateTime<Utc>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
+    serializer.serialize_str(&rfc3339_millis_text(time))
 }
 
 /// The current time at the precision we store (milliseconds), so that what a write returns

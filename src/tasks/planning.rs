@@ -161,13 +161,19 @@ pub fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
-/// `Option<DateTime>` as an RFC 3339 string in UTC with milliseconds and `Z`, or `null`.
+/// The one form timestamps leave the service in (task fields, event `time`): RFC 3339 in UTC,
+/// always three digits of milliseconds, and `Z` (`2026-01-18T09:30:00.000Z`).
+pub fn rfc3339_millis_text(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `Option<DateTime>` as [`rfc3339_millis_text`], or `null`.
 pub fn rfc3339_millis_opt<S: Serializer>(
     time: &Option<DateTime<Utc>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match time {
-        Some(time) => serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        Some(time) => serializer.serialize_str(&rfc3339_millis_text(time)),
         None => serializer.serialize_none(),
     }
 }
